@@ -1,0 +1,1 @@
+"""aiomemdb: an async-first in-memory session store for AI agents."""

@@ -1,0 +1,76 @@
+"""The persistence protocol: what the core hands to storage and what it expects back.
+
+A persistence is any object with these five coroutines; nothing needs to inherit from anything. The core owns
+encoding: :meth:`Persistence.save` receives bytes that are written as they are, and :meth:`Persistence.load`
+returns records decoded through :mod:`aiomemdb._codec`, so every byte on disk or in S3 has one format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["Changeset", "Key", "Persistence", "Snapshot"]
+
+#: ``(collection, record id)``; sessions live in the collection ``"sessions"``.
+Key = tuple[str, str]
+
+#: collection -> record id -> decoded record (a JSON-compatible dict).
+Snapshot = dict[str, dict[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Changeset:
+    """What changed since the last successful flush, taken atomically from the store.
+
+    Attributes:
+        upserts: key -> the complete encoded object (format envelope included) to store under that key.
+        deletes: keys whose objects must be removed; deleting a missing object is not an error.
+    """
+
+    upserts: Mapping[Key, bytes] = field(default_factory=dict)
+    deletes: frozenset[Key] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.upserts or self.deletes)
+
+    @property
+    def nbytes(self) -> int:
+        """Total size of the objects to write."""
+        return sum(len(b) for b in self.upserts.values())
+
+
+@runtime_checkable
+class Persistence(Protocol):
+    """Durable storage behind an :class:`~aiomemdb.AsyncInMemoryDb`.
+
+    Implementations must make each object write atomic (a reader never sees half an object), must raise
+    :class:`~aiomemdb.PersistenceError` (or :class:`~aiomemdb.CorruptDataError`) with the key and cause instead
+    of swallowing an error, and must treat "nothing stored yet" as an empty snapshot, not an error.
+    """
+
+    async def open(self) -> None:
+        """Acquire resources (clients, directories). Called once by the store's ``start()``."""
+        ...
+
+    async def load(self) -> Snapshot:
+        """Return every stored record, decoded."""
+        ...
+
+    async def load_one(self, collection: str, record_id: str) -> dict[str, Any] | None:
+        """Return one stored record, or ``None`` when it does not exist."""
+        ...
+
+    async def save(self, changeset: Changeset) -> Mapping[Key, dict[str, Any]] | None:
+        """Apply a changeset (every upsert and every delete) or raise.
+
+        Returns:
+            ``None``, or the records that storage now holds *instead of* what was sent (for example the merge
+            of this write with another replica's concurrent one); the store adopts them.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release resources. Clients the caller injected are left open."""
+        ...
