@@ -65,10 +65,8 @@ def dumps(value: Any, *, what: str = "value") -> bytes:
         return orjson.dumps(value, default=_default, option=_OPTS)
     except orjson.JSONEncodeError as exc:
         path, reason = _find_bad(value, "")
-        where = f"{what}{path}" if path else what
-        raise SerializationError(
-            f"{where} cannot be stored as JSON: {reason or exc}", path=path.lstrip(".")
-        ) from exc
+        where = (what + path).lstrip(".")
+        raise SerializationError(f"{where or 'value'} cannot be stored as JSON: {reason or exc}", path=where) from exc
 
 
 _LEAVES: tuple[type, ...] = (str, bool, float, type(None), datetime, date, time, uuid.UUID, enum.Enum)
@@ -246,7 +244,7 @@ def merge_sessions(
     top-level field comes from the version with the newer ``updated_at`` (ours on a tie); ``version`` becomes
     one more than the larger of the two, and ``created_at`` the earlier.
     """
-    newer = prefer or (lambda s: (s.get("updated_at") or 0))
+    newer = prefer or (lambda s: s.get("updated_at") or 0)
     base, other = (ours, theirs) if newer(ours) >= newer(theirs) else (theirs, ours)
     merged = dict(base)
     their_runs = theirs.get("runs") or []

@@ -1,0 +1,248 @@
+"""How one session is held in memory: orjson bytes, split so that writing one run is O(1).
+
+A session is kept as
+
+- ``head``: the encoded session *without* ``runs``, ``created_at``, ``updated_at`` and ``version``;
+- ``runs``: ``run_id -> encoded run`` in insertion order (``None`` when the session has no runs list);
+- the store-managed scalars and the fields the indexes need, as plain attributes.
+
+The full JSON document is assembled by byte concatenation (no re-encoding), so a read is one
+``orjson.loads``, a flush writes the bytes as they are, and memory stays close to the JSON size. Records are
+replaced whole on every write except :meth:`SessionRecord.put_run` / :meth:`SessionRecord.remove_run`, which
+the store calls inside a critical section without awaits.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from itertools import islice
+from typing import Any
+
+import orjson
+
+from aiomemdb._codec import check_id, dumps
+from aiomemdb._exceptions import CorruptDataError, ValidationError
+
+__all__ = ["STORE_FIELDS", "SessionRecord", "encode_record", "record_owner"]
+
+#: Fields the store owns: it sets them on every write and strips them from what callers pass.
+STORE_FIELDS = ("created_at", "updated_at", "version")
+_OPTIONAL_STR = ("user_id", "agent_id", "team_id", "workflow_id", "session_type")
+
+
+def _opt_str(session: Mapping[str, Any], field: str) -> str | None:
+    value = session.get(field)
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if value is None or isinstance(value, str):
+        return value
+    raise ValidationError(f"session.{field} must be a str or None, got {type(value).__name__}")
+
+
+def _timestamp(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def _encode_runs(runs: Any) -> dict[str, bytes] | None:
+    if runs is None:
+        return None
+    if not isinstance(runs, Sequence) or isinstance(runs, str | bytes):
+        raise ValidationError(f"session.runs must be a list of dicts, got {type(runs).__name__}")
+    encoded: dict[str, bytes] = {}
+    for i, run in enumerate(runs):
+        run_id = _run_id(run, f"runs[{i}]")
+        if run_id in encoded:
+            raise ValidationError(f"runs[{i}]: duplicate run_id {run_id!r}")
+        encoded[run_id] = dumps(run, what=f"runs[{i}]")
+    return encoded
+
+
+def _run_id(run: Any, where: str) -> str:
+    if not isinstance(run, Mapping):
+        raise ValidationError(f"{where} must be a dict, got {type(run).__name__}")
+    return check_id(run.get("run_id"), what=f"{where}.run_id")
+
+
+def encode_record(record: Any, *, what: str) -> bytes:
+    """Encode a collection record (any JSON object); reject anything that is not a dict."""
+    if not isinstance(record, Mapping):
+        raise ValidationError(f"{what} must be a dict, got {type(record).__name__}")
+    return dumps(dict(record), what=what)
+
+
+def record_owner(record: Mapping[str, Any]) -> str | None:
+    """The ``user_id`` that owns a collection record, if any."""
+    owner = record.get("user_id")
+    return owner if isinstance(owner, str) else None
+
+
+class SessionRecord:
+    """One stored session; see the module docstring for the representation."""
+
+    __slots__ = (
+        "agent_id",
+        "created_at",
+        "head",
+        "runs",
+        "runs_key",
+        "seq",
+        "session_id",
+        "session_name",
+        "session_type",
+        "team_id",
+        "updated_at",
+        "user_id",
+        "version",
+        "workflow_id",
+    )
+
+    session_id: str
+    user_id: str | None
+    agent_id: str | None
+    team_id: str | None
+    workflow_id: str | None
+    session_type: str | None
+    session_name: str | None
+    created_at: int
+    updated_at: int
+    version: int
+    seq: int
+    head: bytes
+    runs: dict[str, bytes] | None
+    runs_key: bool
+
+    @classmethod
+    def build(
+        cls,
+        session: Any,
+        *,
+        now: int,
+        seq: int,
+        previous: SessionRecord | None,
+        preserve_timestamps: bool = False,
+        version: int | None = None,
+    ) -> SessionRecord:
+        """Validate and encode a caller's session dict.
+
+        Args:
+            session: the caller's dict; not kept, not mutated.
+            now: the store's clock, in unix seconds.
+            seq: the store's write sequence number (orders writes within one second).
+            previous: the record this one replaces, if any (keeps ``created_at``, bumps ``version``).
+            preserve_timestamps: keep the caller's ``created_at``/``updated_at`` (imports and loads).
+            version: an explicit version (loads); by default ``previous.version + 1`` or 1.
+
+        Raises:
+            ValidationError: missing or bad ``session_id``, wrong field types, runs without ``run_id``.
+            SerializationError: a value orjson cannot encode, with its path (``runs[3].metrics.t``).
+        """
+        if not isinstance(session, Mapping):
+            raise ValidationError(f"a session must be a dict, got {type(session).__name__}")
+        rec = cls.__new__(cls)
+        rec.session_id = check_id(session.get("session_id"), what="session_id")
+        rec.user_id = _opt_str(session, "user_id")
+        rec.agent_id = _opt_str(session, "agent_id")
+        rec.team_id = _opt_str(session, "team_id")
+        rec.workflow_id = _opt_str(session, "workflow_id")
+        rec.session_type = _opt_str(session, "session_type")
+        session_data = session.get("session_data")
+        if session_data is not None and not isinstance(session_data, Mapping):
+            raise ValidationError(f"session.session_data must be a dict or None, got {type(session_data).__name__}")
+        name = session_data.get("session_name") if session_data else None
+        rec.session_name = name if isinstance(name, str) else None
+
+        given_created = _timestamp(session.get("created_at"))
+        given_updated = _timestamp(session.get("updated_at"))
+        if previous is not None and not preserve_timestamps:
+            rec.created_at = previous.created_at
+        else:
+            rec.created_at = given_created if given_created is not None else now
+        if not preserve_timestamps:
+            rec.updated_at = now
+        else:
+            rec.updated_at = given_updated if given_updated is not None else rec.created_at
+        if version is not None:
+            rec.version = version
+        else:
+            rec.version = previous.version + 1 if previous is not None else 1
+        rec.seq = seq
+
+        rec.runs_key = "runs" in session
+        rec.runs = _encode_runs(session.get("runs"))
+        head = {k: v for k, v in session.items() if k != "runs" and k not in STORE_FIELDS}
+        rec.head = dumps(head, what="")
+        return rec
+
+    @classmethod
+    def from_stored(cls, session: Any, *, seq: int, key: str) -> SessionRecord:
+        """Rebuild a record from a stored document, keeping its timestamps and version.
+
+        Raises:
+            CorruptDataError: the document is not a valid session; ``key`` names where it came from.
+        """
+        try:
+            version = session.get("version") if isinstance(session, Mapping) else None
+            version = version if isinstance(version, int) and not isinstance(version, bool) else 1
+            return cls.build(session, now=0, seq=seq, previous=None, preserve_timestamps=True, version=version)
+        except ValidationError as exc:
+            raise CorruptDataError(f"{key}: not a valid session: {exc}", key=key, cause=exc) from exc
+
+    # -- reading -------------------------------------------------------------------------------------------
+
+    def doc_bytes(self, runs_limit: int | None = None, *, include_runs: bool = True) -> bytes:
+        """The complete session as JSON bytes, assembled without re-encoding."""
+        tail = b'"created_at":%d,"updated_at":%d,"version":%d' % (self.created_at, self.updated_at, self.version)
+        sep = b"," if len(self.head) > 2 else b""
+        if not include_runs or self.runs is None:
+            runs_part = b',"runs":null' if self.runs_key else b""
+        else:
+            values = self.runs.values()
+            if runs_limit is None:
+                chosen: Any = values
+            elif runs_limit <= 0:
+                chosen = ()
+            else:
+                chosen = reversed(list(islice(reversed(values), runs_limit)))
+            runs_part = b',"runs":[' + b",".join(chosen) + b"]"
+        return b"".join((self.head[:-1], sep, tail, runs_part, b"}"))
+
+    def to_dict(self, runs_limit: int | None = None, *, include_runs: bool = True) -> dict[str, Any]:
+        """A fresh decoded copy of the session (never aliases stored state)."""
+        doc: dict[str, Any] = orjson.loads(self.doc_bytes(runs_limit, include_runs=include_runs))
+        return doc
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate encoded size: what a flush writes for this session."""
+        runs = self.runs
+        return len(self.head) + 64 + (sum(len(r) + 1 for r in runs.values()) if runs else 0)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """A decoded copy of one run, or None."""
+        raw = self.runs.get(run_id) if self.runs else None
+        if raw is None:
+            return None
+        run: dict[str, Any] = orjson.loads(raw)
+        return run
+
+    # -- run writes (called inside the store's critical section) -------------------------------------------
+
+    @staticmethod
+    def encode_run(run: Any) -> tuple[str, bytes]:
+        """Validate and encode one run; returns ``(run_id, bytes)``."""
+        run_id = _run_id(run, "run")
+        return run_id, dumps(run, what="run")
+
+    def put_run(self, run_id: str, run: bytes) -> None:
+        """Append the run, or replace the run with the same id in place (O(1))."""
+        if self.runs is None:
+            self.runs = {}
+            self.runs_key = True
+        self.runs[run_id] = run
+
+    def remove_run(self, run_id: str) -> bool:
+        """Remove one run; True if it existed."""
+        return self.runs is not None and self.runs.pop(run_id, None) is not None

@@ -1,0 +1,61 @@
+"""Plain value objects the store reports: one flush, and the store's counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["FlushReport", "Stats"]
+
+
+@dataclass(frozen=True, slots=True)
+class FlushReport:
+    """What one flush wrote.
+
+    Attributes:
+        upserts: objects written.
+        deletes: objects deleted.
+        bytes: bytes written.
+        duration: seconds spent, encoding included.
+        merged: records that storage merged with another writer's version (adopted by the store).
+    """
+
+    upserts: int = 0
+    deletes: int = 0
+    bytes: int = 0
+    duration: float = 0.0
+    merged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A snapshot of the store's counters (cheap to take; safe to keep).
+
+    Attributes:
+        state: ``"new"``, ``"starting"``, ``"open"``, ``"closing"`` or ``"closed"``.
+        sessions: sessions held in memory.
+        records: records per extra collection.
+        bytes: approximate encoded size of everything held.
+        dirty: records changed since the last successful flush.
+        flushes: successful flushes that wrote something.
+        flush_failures: failed flush attempts.
+        last_flush_duration: seconds the last successful flush took.
+        last_flush_at: unix time of the last successful flush.
+        last_error: the last flush or load error, as text (cleared by a successful flush).
+        loads: records loaded at start.
+        lazy_loads: records loaded on demand (``lazy=True``).
+        merged: records merged with another replica's concurrent write.
+    """
+
+    state: str
+    sessions: int
+    records: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+    dirty: int = 0
+    flushes: int = 0
+    flush_failures: int = 0
+    last_flush_duration: float | None = None
+    last_flush_at: float | None = None
+    last_error: str | None = None
+    loads: int = 0
+    lazy_loads: int = 0
+    merged: int = 0

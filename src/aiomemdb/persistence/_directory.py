@@ -1,0 +1,201 @@
+"""DirectoryPersistence: one JSON file per record in a local directory (the embedded default).
+
+Layout: ``{root}/v1/{collection}/{object_name(id)}.json``. Each write goes to a temporary file in the same
+directory, is fsynced, then ``os.replace``-d over the target, and the directory is fsynced once per flush, so a
+crash at any instant leaves either the old or the new file, never half of one. Leftover temporary files (names
+starting with ``.tmp-``) are ignored and removed on load. All file I/O runs in worker threads, never on the
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aiomemdb._codec import check_collection, decode_envelope, object_name
+from aiomemdb._exceptions import AiomemdbError, CorruptDataError, PersistenceError
+from aiomemdb.persistence._base import Changeset, Key, Snapshot
+
+__all__ = ["DirectoryPersistence"]
+
+_TMP_PREFIX = ".tmp-"
+_SUFFIX = ".json"
+
+
+class DirectoryPersistence:
+    """Persist a store as files under ``path``.
+
+    Args:
+        path: the root directory (created if missing).
+        fsync: fsync files and directories (turn off only for throwaway data: tests, benchmarks).
+        max_workers: worker threads used for one load or save.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, max_workers: int = 4) -> None:
+        self.path = Path(path)
+        self.root = self.path / "v1"
+        self._fsync = fsync
+        self._max_workers = max(1, max_workers)
+        self._made: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"DirectoryPersistence({str(self.path)!r})"
+
+    def file_for(self, collection: str, record_id: str) -> Path:
+        """Where a record lives."""
+        return self.root / collection / f"{object_name(record_id)}{_SUFFIX}"
+
+    async def open(self) -> None:
+        """Create the root directory."""
+        await asyncio.to_thread(self._mkdir, self.root)
+
+    @staticmethod
+    def _mkdir(path: Path) -> None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PersistenceError(f"cannot create {path}: {exc}", key=str(path), cause=exc) from exc
+
+    # -- loading -------------------------------------------------------------------------------------------
+
+    async def load(self) -> Snapshot:
+        """Read every record; a missing root is an empty store, an unreadable or corrupt file raises."""
+        files = await asyncio.to_thread(self._list)
+        if not files:
+            return {}
+        chunks = [files[i :: self._max_workers] for i in range(min(self._max_workers, len(files)))]
+        parts = await asyncio.gather(*(asyncio.to_thread(self._read_many, chunk) for chunk in chunks))
+        snapshot: Snapshot = {}
+        for part in parts:
+            for collection, record_id, record in part:
+                snapshot.setdefault(collection, {})[record_id] = record
+        return snapshot
+
+    def _list(self) -> list[tuple[str, Path]]:
+        if not self.root.is_dir():
+            return []
+        out: list[tuple[str, Path]] = []
+        try:
+            for coll_dir in sorted(self.root.iterdir()):
+                if not coll_dir.is_dir():
+                    continue
+                check_collection(coll_dir.name)
+                with os.scandir(coll_dir) as entries:
+                    for entry in entries:
+                        if entry.name.startswith(_TMP_PREFIX):
+                            # an interrupted write: the target file (if any) is intact
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(entry.path)
+                        elif entry.name.endswith(_SUFFIX):
+                            out.append((coll_dir.name, Path(entry.path)))
+        except AiomemdbError as exc:
+            raise CorruptDataError(f"{self.root}: unexpected entry: {exc}", key=str(self.root), cause=exc) from exc
+        except OSError as exc:
+            raise PersistenceError(f"cannot list {self.root}: {exc}", key=str(self.root), cause=exc) from exc
+        return out
+
+    @staticmethod
+    def _read_many(files: Iterable[tuple[str, Path]]) -> list[tuple[str, str, dict[str, Any]]]:
+        out = []
+        for collection, path in files:
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                continue  # deleted between listing and reading
+            except OSError as exc:
+                raise PersistenceError(f"cannot read {path}: {exc}", key=str(path), cause=exc) from exc
+            record_id, record = decode_envelope(
+                raw, key=str(path), collection=collection, name=path.name[: -len(_SUFFIX)]
+            )
+            out.append((collection, record_id, record))
+        return out
+
+    async def load_one(self, collection: str, record_id: str) -> dict[str, Any] | None:
+        """Read one record, or ``None`` if it has no file."""
+        path = self.file_for(collection, record_id)
+
+        def read() -> dict[str, Any] | None:
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise PersistenceError(f"cannot read {path}: {exc}", key=str(path), cause=exc) from exc
+            return decode_envelope(raw, key=str(path), collection=collection, name=path.name[: -len(_SUFFIX)])[1]
+
+        return await asyncio.to_thread(read)
+
+    # -- saving --------------------------------------------------------------------------------------------
+
+    async def save(self, changeset: Changeset) -> None:
+        """Write every upsert atomically and remove every delete, in worker threads."""
+        items: list[tuple[Key, bytes | None]] = [*changeset.upserts.items()]
+        items.extend((key, None) for key in changeset.deletes)
+        if not items:
+            return None
+        workers = min(self._max_workers, max(1, len(items) // 8))
+        chunks = [items[i::workers] for i in range(workers)]
+        touched_sets = await asyncio.gather(*(asyncio.to_thread(self._apply, chunk) for chunk in chunks))
+        if self._fsync:
+            touched = set().union(*touched_sets)
+            await asyncio.to_thread(self._fsync_dirs, touched)
+        return None
+
+    def _apply(self, items: list[tuple[Key, bytes | None]]) -> set[Path]:
+        touched: set[Path] = set()
+        for (collection, record_id), data in items:
+            path = self.file_for(collection, record_id)
+            directory = path.parent
+            if collection not in self._made:
+                self._mkdir(directory)
+                self._made.add(collection)
+            try:
+                if data is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                else:
+                    self._write_atomic(path, data)
+            except OSError as exc:
+                raise PersistenceError(f"cannot write {path}: {exc}", key=str(path), cause=exc) from exc
+            touched.add(directory)
+        return touched
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if self._fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _fsync_dirs(directories: Iterable[Path]) -> None:
+        for directory in directories:
+            try:
+                fd = os.open(directory, os.O_RDONLY)
+            except OSError as exc:
+                raise PersistenceError(f"cannot open {directory}: {exc}", key=str(directory), cause=exc) from exc
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise PersistenceError(f"cannot fsync {directory}: {exc}", key=str(directory), cause=exc) from exc
+            finally:
+                os.close(fd)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
