@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -44,3 +45,13 @@ async def s3_bucket(s3_client_options: dict[str, str]) -> str:
     async with session.create_client("s3", **s3_client_options) as client:
         await client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(params=["directory", "hooks"])
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """Each persistence in turn, as a factory of fresh instances over the same stored data."""
+    from .backends import DirectoryBackend, HooksBackend
+
+    if request.param == "directory":
+        return DirectoryBackend(tmp_path)
+    return HooksBackend()

@@ -15,9 +15,9 @@ import enum
 import hashlib
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -26,11 +26,14 @@ from aiomemdb._exceptions import CorruptDataError, SerializationError, Validatio
 __all__ = [
     "FORMAT_VERSION",
     "SESSIONS",
+    "Envelope",
     "check_collection",
     "decode_envelope",
+    "decode_envelope_full",
     "dumps",
     "encode_envelope",
     "id_from_object_name",
+    "in_write_order",
     "loads",
     "merge_sessions",
     "object_name",
@@ -180,24 +183,52 @@ def id_from_object_name(name: str) -> str | None:
     return out.decode("utf-8", "surrogatepass")
 
 
-def encode_envelope(collection: str, record_id: str, doc: bytes) -> bytes:
-    """Wrap an encoded record in the storage format; ``doc`` is embedded as it is (no re-encoding)."""
+def encode_envelope(collection: str, record_id: str, doc: bytes, *, seq: int = 0) -> bytes:
+    """Wrap an encoded record in the storage format; ``doc`` is embedded as it is (no re-encoding).
+
+    ``seq`` is the store's write sequence (nanoseconds since the epoch, made monotonic), which orders records
+    written within the same second when they are loaded again.
+    """
     return b"".join(
         (
             b'{"format_version":1,"collection":',
             orjson.dumps(collection),
             b',"id":',
             orjson.dumps(record_id),
-            b',"data":',
+            b',"seq":%d,"data":' % seq,
             doc,
             b"}",
         )
     )
 
 
+class Envelope(NamedTuple):
+    """A decoded stored object."""
+
+    id: str
+    data: dict[str, Any]
+    seq: int
+
+
 def decode_envelope(
     raw: bytes, *, key: str, collection: str | None = None, name: str | None = None
 ) -> tuple[str, dict[str, Any]]:
+    """Like :func:`decode_envelope_full`, returning ``(record id, record)``."""
+    env = decode_envelope_full(raw, key=key, collection=collection, name=name)
+    return env.id, env.data
+
+
+def in_write_order(items: Iterable[tuple[str, Envelope]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Group decoded objects by collection, each collection ordered oldest write first (as loads require)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for collection, env in sorted(items, key=lambda item: (item[1].seq, item[1].id)):
+        out.setdefault(collection, {})[env.id] = env.data
+    return out
+
+
+def decode_envelope_full(
+    raw: bytes, *, key: str, collection: str | None = None, name: str | None = None
+) -> Envelope:
     """Decode one stored object and check its envelope.
 
     Args:
@@ -207,7 +238,7 @@ def decode_envelope(
         name: the object name it was stored under, checked against the id inside when given.
 
     Returns:
-        ``(record id, record)``.
+        the id, the record and the write sequence it was stored with.
 
     Raises:
         CorruptDataError: invalid JSON, unknown format version, or an envelope that does not match its place.
@@ -227,7 +258,10 @@ def decode_envelope(
         )
     if name is not None and object_name(record_id) != name:
         raise CorruptDataError(f"{key}: object name does not match the id it contains ({record_id!r})", key=key)
-    return record_id, data
+    seq = obj.get("seq", 0)
+    if not isinstance(seq, int):
+        raise CorruptDataError(f"{key}: 'seq' must be an int", key=key)
+    return Envelope(record_id, data, seq)
 
 
 def _run_key(run: Any) -> Any:

@@ -61,7 +61,7 @@ _NEW, _STARTING, _OPEN, _CLOSING, _CLOSED = "new", "starting", "open", "closing"
 # Encoding a changeset yields to the loop this often, so one big flush never blocks other tasks for long.
 _YIELD_EVERY: Final = 256
 
-Blob = tuple[bytes, str | None]  # an encoded collection record and its owner
+Blob = tuple[bytes, str | None, int]  # an encoded collection record, its owner, its write sequence
 
 
 class _SessionLock:
@@ -139,7 +139,9 @@ class AsyncInMemoryDb:
         self._collections: dict[str, dict[str, Blob]] = {}
         self._mirror: MutableMapping[str, Any] | None = storage_dict
         self._locks: dict[str, _SessionLock] = {}
-        self._seq = 0  # write sequence: orders writes, and says what a flush covered
+        # Write sequence: nanoseconds since the epoch, made strictly increasing. It orders writes within one
+        # second (also across restarts, being stored with each object) and tells what a flush covered.
+        self._seq = 0
 
         self._dirty: dict[Key, None] = {}  # insertion-ordered set
         self._in_flight: frozenset[Key] = frozenset()
@@ -651,7 +653,7 @@ class AsyncInMemoryDb:
         return rec
 
     def _next_seq(self) -> int:
-        self._seq += 1
+        self._seq = max(self._seq + 1, time.time_ns())
         return self._seq
 
     def _touch(self, rec: SessionRecord) -> None:
@@ -705,6 +707,8 @@ class AsyncInMemoryDb:
             self._sessions[sid] = new
             self._index.put(old, new)
             if self._mirror is not None:
+                # pop first: the caller's dict stays in write order, so a JSON round trip keeps recency ties
+                self._mirror.pop(sid, None)
                 self._mirror[sid] = new.to_dict()
         self._mark((SESSIONS, sid))
 
@@ -804,7 +808,7 @@ class AsyncInMemoryDb:
             records = self._collections.setdefault(collection, {})
             if rid in records:
                 return
-            records[rid] = (encode_record(doc, what=f"{collection}/{rid}"), record_owner(doc))
+            records[rid] = (encode_record(doc, what=f"{collection}/{rid}"), record_owner(doc), self._next_seq())
         self._lazy_loads += 1
 
     def _install_session(self, sid: str, rec: SessionRecord, *, key: str) -> None:
@@ -815,6 +819,7 @@ class AsyncInMemoryDb:
         self._sessions[sid] = rec
         self._index.put(old, rec)
         if self._mirror is not None:
+            self._mirror.pop(sid, None)
             self._mirror[sid] = rec.to_dict()
 
     # -- durability --------------------------------------------------------------------------------------------
@@ -887,14 +892,14 @@ class AsyncInMemoryDb:
                 if rec is None:
                     deletes.add(key)
                 else:
-                    upserts[key] = encode_envelope(collection, rid, rec.doc_bytes())
+                    upserts[key] = encode_envelope(collection, rid, rec.doc_bytes(), seq=rec.seq)
                     versions[key] = rec.version
             else:
                 blob = self._collections.get(collection, {}).get(rid)
                 if blob is None:
                     deletes.add(key)
                 else:
-                    upserts[key] = encode_envelope(collection, rid, blob[0])
+                    upserts[key] = encode_envelope(collection, rid, blob[0], seq=blob[2])
             if n % _YIELD_EVERY == 0:
                 # A key changed after it was encoded here is dirty again, so yielding cannot lose a write.
                 await asyncio.sleep(0)
@@ -908,8 +913,8 @@ class AsyncInMemoryDb:
             count += 1
             if collection != SESSIONS:
                 if key not in self._dirty:
-                    owner = record_owner(doc)
-                    self._collections.setdefault(collection, {})[rid] = (encode_record(doc, what=rid), owner)
+                    blob = (encode_record(doc, what=rid), record_owner(doc), self._next_seq())
+                    self._collections.setdefault(collection, {})[rid] = blob
                 continue
             current = self._sessions.get(rid)
             if current is not None and current.version == versions.get(key):
@@ -965,6 +970,7 @@ class AsyncInMemoryDb:
                     self._collections.setdefault(collection, {})[rid] = (
                         encode_record(doc, what=where),
                         record_owner(doc),
+                        self._next_seq(),
                     )
                 self._loads += 1
 
@@ -1076,8 +1082,8 @@ class AsyncInMemoryDb:
     def _put_blob(self, collection: str, rid: str, raw: bytes, owner: str | None) -> None:
         table = self._collection(collection)
         self._check_owner(table, collection, rid, owner)
-        table[rid] = (raw, owner)
-        self._next_seq()
+        table.pop(rid, None)  # keep each collection in write order, as it reloads
+        table[rid] = (raw, owner, self._next_seq())
         self._mark((collection, rid))
 
     async def delete_record(self, collection: str, record_id: str, *, user_id: str | None = None) -> bool:
@@ -1109,7 +1115,7 @@ class AsyncInMemoryDb:
         """Copies of every record of a collection (of ``user_id``, if given), in first-written order."""
         await self._ready()
         table = self._collection(collection)
-        return [orjson.loads(raw) for raw, owner in table.values() if user_id is None or owner == user_id]
+        return [orjson.loads(raw) for raw, owner, _ in table.values() if user_id is None or owner == user_id]
 
     async def clear_collection(self, collection: str) -> int:
         """Delete every record of a collection; returns how many there were."""
@@ -1133,7 +1139,7 @@ class AsyncInMemoryDb:
             sessions=len(self._sessions),
             records={name: len(table) for name, table in self._collections.items() if table},
             bytes=sum(r.nbytes for r in self._sessions.values())
-            + sum(len(raw) for table in self._collections.values() for raw, _ in table.values()),
+            + sum(len(blob[0]) for table in self._collections.values() for blob in table.values()),
             dirty=len(self._dirty) + len(self._in_flight),
             flushes=self._flushes,
             flush_failures=self._flush_failures,

@@ -55,7 +55,11 @@ class Persistence(Protocol):
         ...
 
     async def load(self) -> Snapshot:
-        """Return every stored record, decoded."""
+        """Return every stored record, decoded, each collection in write order (oldest first).
+
+        The order matters only among records updated within the same second: the store keeps "the later
+        write first" across restarts by loading in this order (:func:`aiomemdb._codec.in_write_order`).
+        """
         ...
 
     async def load_one(self, collection: str, record_id: str) -> dict[str, Any] | None:

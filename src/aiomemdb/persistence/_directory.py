@@ -17,7 +17,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from aiomemdb._codec import check_collection, decode_envelope, object_name
+from aiomemdb._codec import (
+    Envelope,
+    check_collection,
+    decode_envelope,
+    decode_envelope_full,
+    in_write_order,
+    object_name,
+)
 from aiomemdb._exceptions import AiomemdbError, CorruptDataError, PersistenceError
 from aiomemdb.persistence._base import Changeset, Key, Snapshot
 
@@ -70,11 +77,7 @@ class DirectoryPersistence:
             return {}
         chunks = [files[i :: self._max_workers] for i in range(min(self._max_workers, len(files)))]
         parts = await asyncio.gather(*(asyncio.to_thread(self._read_many, chunk) for chunk in chunks))
-        snapshot: Snapshot = {}
-        for part in parts:
-            for collection, record_id, record in part:
-                snapshot.setdefault(collection, {})[record_id] = record
-        return snapshot
+        return in_write_order(item for part in parts for item in part)
 
     def _list(self) -> list[tuple[str, Path]]:
         if not self.root.is_dir():
@@ -100,7 +103,7 @@ class DirectoryPersistence:
         return out
 
     @staticmethod
-    def _read_many(files: Iterable[tuple[str, Path]]) -> list[tuple[str, str, dict[str, Any]]]:
+    def _read_many(files: Iterable[tuple[str, Path]]) -> list[tuple[str, Envelope]]:
         out = []
         for collection, path in files:
             try:
@@ -109,10 +112,8 @@ class DirectoryPersistence:
                 continue  # deleted between listing and reading
             except OSError as exc:
                 raise PersistenceError(f"cannot read {path}: {exc}", key=str(path), cause=exc) from exc
-            record_id, record = decode_envelope(
-                raw, key=str(path), collection=collection, name=path.name[: -len(_SUFFIX)]
-            )
-            out.append((collection, record_id, record))
+            env = decode_envelope_full(raw, key=str(path), collection=collection, name=path.name[: -len(_SUFFIX)])
+            out.append((collection, env))
         return out
 
     async def load_one(self, collection: str, record_id: str) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from aiomemdb._codec import SESSIONS, check_collection, decode_envelope
+from aiomemdb._codec import SESSIONS, check_collection, decode_envelope_full
 from aiomemdb._exceptions import AiomemdbError, CorruptDataError, PersistenceError
 from aiomemdb.persistence._base import Changeset, Key, Snapshot
 
@@ -39,6 +39,7 @@ class HookPersistence:
         self._load = load
         self._save = save
         self._mirror: dict[str, dict[str, dict[str, Any]]] = {}
+        self._loaded = False
 
     async def open(self) -> None:
         """Nothing to acquire."""
@@ -55,6 +56,7 @@ class HookPersistence:
             raise PersistenceError(f"load hook failed: {exc!r}", key="load", cause=exc) from exc
         snapshot = self._parse(raw)
         self._mirror = {name: dict(records) for name, records in snapshot.items()}
+        self._loaded = True
         return snapshot
 
     @staticmethod
@@ -88,20 +90,26 @@ class HookPersistence:
         return snapshot
 
     async def load_one(self, collection: str, record_id: str) -> dict[str, Any] | None:
-        """Serve from the last loaded snapshot (hooks cannot fetch one record)."""
+        """Serve from the snapshot (hooks cannot fetch one record: the first call loads the whole snapshot)."""
+        if not self._loaded:
+            await self.load()
         return self._mirror.get(collection, {}).get(record_id)
 
     async def save(self, changeset: Changeset) -> None:
         """Apply the changeset to the mirror and hand the whole snapshot to the save hook."""
         if self._save is None:
             return None
-        updated: dict[Key, dict[str, Any]] = {}
+        updated: list[tuple[int, Key, dict[str, Any]]] = []
         for key, raw in changeset.upserts.items():
-            _, record = decode_envelope(raw, key=f"{key[0]}/{key[1]}")
-            updated[key] = record
+            env = decode_envelope_full(raw, key=f"{key[0]}/{key[1]}")
+            updated.append((env.seq, key, env.data))
+        updated.sort(key=lambda item: item[0])
         mirror = {name: dict(records) for name, records in self._mirror.items()}
-        for (name, rid), record in updated.items():
-            mirror.setdefault(name, {})[rid] = record
+        for _, (name, rid), record in updated:
+            # Each collection stays in write order (oldest first), which is how the store reloads ties.
+            records = mirror.setdefault(name, {})
+            records.pop(rid, None)
+            records[rid] = record
         for name, rid in changeset.deletes:
             mirror.get(name, {}).pop(rid, None)
         snapshot = {"format_version": 1, "collections": {n: dict(r) for n, r in mirror.items() if r}}
