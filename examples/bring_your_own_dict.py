@@ -39,13 +39,20 @@ def seed_flow(blob_file: Path) -> None:
 
 
 async def hooks_flow(blob_file: Path) -> None:
-    async def load() -> dict[str, Any] | None:
+    # File I/O goes to a worker thread: hooks run on the event loop and must not block it.
+    def read() -> dict[str, Any] | None:
         return json.loads(blob_file.read_text()) if blob_file.exists() else None
 
-    async def save(snapshot: dict[str, Any]) -> None:
+    def write(snapshot: dict[str, Any]) -> None:
         tmp = blob_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(snapshot))
-        tmp.replace(blob_file)
+        tmp.replace(blob_file)  # atomic: a crash leaves the old blob or the new one
+
+    async def load() -> dict[str, Any] | None:
+        return await asyncio.to_thread(read)
+
+    async def save(snapshot: dict[str, Any]) -> None:
+        await asyncio.to_thread(write, snapshot)
 
     # The seed-style blob written above loads as the sessions collection; saves write the full snapshot.
     async with AsyncInMemoryDb(load=load, save=save, flush_interval=0.1) as db:
@@ -53,7 +60,8 @@ async def hooks_flow(blob_file: Path) -> None:
         print("hooks store sees:", [r["run_id"] for r in (await db.get_session("s1"))["runs"]])
     async with AsyncInMemoryDb(load=load, save=save) as db:
         session = await db.get_session("s1")
-        assert session is not None and len(session["runs"]) == 2
+        assert session is not None
+        assert len(session["runs"]) == 2
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ async def notebook_cell(directory: str) -> None:
         print("inside a running loop:", [r["run_id"] for r in db.get_session("nb-1")["runs"]])
     with InMemoryDb(persistence=DirectoryPersistence(directory)) as db:
         sessions, total = db.get_sessions(user_id="grace")
-        assert total == 1 and len(sessions[0]["runs"]) == 2, "the notebook's session was not persisted"
+        assert total == 1, "the notebook's session was not persisted"
+        assert len(sessions[0]["runs"]) == 2
         print("reloaded:", total, "session(s) for grace")
 
 

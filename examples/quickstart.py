@@ -1,6 +1,6 @@
 """Quickstart: the async core with a directory store; restart, and the data is back.
 
-    python examples/quickstart.py [DIRECTORY]
+python examples/quickstart.py [DIRECTORY]
 """
 
 from __future__ import annotations

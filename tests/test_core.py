@@ -87,7 +87,8 @@ async def test_upsert_without_runs_key_keeps_stored_runs(db: AsyncInMemoryDb) ->
     await db.upsert_session(session("s1", runs=runs(3)))
     await db.upsert_session(session("s1", summary="new"))
     got = await db.get_session("s1")
-    assert got is not None and got["summary"] == "new"
+    assert got is not None
+    assert got["summary"] == "new"
     assert [r["run_id"] for r in got["runs"]] == ["r0", "r1", "r2"]
 
 
@@ -109,9 +110,11 @@ async def test_runs_limit_returns_last_runs(db: AsyncInMemoryDb) -> None:
     """runs_limit=N returns the N most recent runs in order; 0 returns none."""
     await db.upsert_session(session("s1", runs=runs(5)))
     got = await db.get_session("s1", runs_limit=2)
-    assert got is not None and [r["run_id"] for r in got["runs"]] == ["r3", "r4"]
+    assert got is not None
+    assert [r["run_id"] for r in got["runs"]] == ["r3", "r4"]
     got0 = await db.get_session("s1", runs_limit=0)
-    assert got0 is not None and got0["runs"] == []
+    assert got0 is not None
+    assert got0["runs"] == []
     with pytest.raises(ValidationError):
         await db.get_session("s1", runs_limit=-1)
 
@@ -129,7 +132,8 @@ async def test_expected_version_conflicts(db: AsyncInMemoryDb) -> None:
     with pytest.raises(ConflictError):
         await db.upsert_session(session("s1", summary="c"), expected_version=1)
     got = await db.get_session("s1")
-    assert got is not None and (got["summary"], got["version"]) == ("b", 2)
+    assert got is not None
+    assert (got["summary"], got["version"]) == ("b", 2)
 
 
 # -- isolation --------------------------------------------------------------------------------------------------
@@ -156,7 +160,8 @@ async def test_mutating_input_or_output_never_changes_store(db: AsyncInMemoryDb)
     await db.upsert_run("s1", run)
     run["meta"]["a"] = 2
     final = await db.get_session("s1")
-    assert final is not None and final["runs"][-1] == {"run_id": "r9", "meta": {"a": 1}}
+    assert final is not None
+    assert final["runs"][-1] == {"run_id": "r9", "meta": {"a": 1}}
     assert len(final["runs"]) == 2
 
 
@@ -173,7 +178,9 @@ async def test_non_serialisable_value_names_its_path_and_stores_nothing(db: Asyn
     assert info.value.path == "runs[3].metrics.t"
     assert "runs[3].metrics.t" in str(info.value)
     got = await db.get_session("s1")
-    assert got is not None and got["summary"] == "kept" and got["version"] == 1
+    assert got is not None
+    assert got["summary"] == "kept"
+    assert got["version"] == 1
 
 
 @pytest.mark.parametrize(
@@ -283,7 +290,9 @@ async def test_upsert_run_errors(db: AsyncInMemoryDb) -> None:
         await db.upsert_run("s1", {"run_id": "b", "x": {"y": object()}})
     assert info.value.path == "run.x.y"
     got = await db.get_session("s1")
-    assert got is not None and got["runs"] == runs(1) and got["version"] == 1
+    assert got is not None
+    assert got["runs"] == runs(1)
+    assert got["version"] == 1
 
 
 async def test_delete_run(db: AsyncInMemoryDb) -> None:
@@ -339,7 +348,8 @@ async def test_thousand_concurrent_updates_lose_nothing(db: AsyncInMemoryDb) -> 
     await asyncio.gather(*(writer(i) for i in range(1000)))
     for i in range(10):
         got = await db.get_session(f"s{i}")
-        assert got is not None and got["session_data"]["n"] == 100
+        assert got is not None
+        assert got["session_data"]["n"] == 100
     assert db._locks == {}  # every per-session lock was dropped once idle
 
 
@@ -363,7 +373,9 @@ async def test_cancelled_update_writes_nothing_and_releases_lock(db: AsyncInMemo
         await task
     await waiting_writer
     got = await db.get_session("s1")
-    assert got is not None and got["summary"] == "queued" and got["version"] == 2
+    assert got is not None
+    assert got["summary"] == "queued"
+    assert got["version"] == 2
     assert db._locks == {}
 
 
@@ -386,7 +398,8 @@ async def test_cancelled_waiting_write_lands_nothing(db: AsyncInMemoryDb) -> Non
     release.set()
     await holder
     got = await db.get_session("s1")
-    assert got is not None and got["summary"] == "before"
+    assert got is not None
+    assert got["summary"] == "before"
 
 
 # -- owner guard ------------------------------------------------------------------------------------------------
@@ -410,7 +423,9 @@ async def test_owner_guard(db: AsyncInMemoryDb) -> None:
     assert await db.delete_sessions(["s1"], user_id="bob") == 0
     assert (await db.get_sessions(user_id="bob"))[1] == 0
     got = await db.get_session("s1")
-    assert got is not None and got["version"] == 1 and got["user_id"] == "alice"
+    assert got is not None
+    assert got["version"] == 1
+    assert got["user_id"] == "alice"
     assert await db.delete_session("s1", user_id="alice") is True
 
 
@@ -552,7 +567,8 @@ async def test_rename_delete_drop(db: AsyncInMemoryDb) -> None:
     await db.upsert_session(session("s1", session_data={"other": 1}, runs=runs(2)))
     await db.upsert_session(session("s2"))
     renamed = await db.rename_session("s1", "Named")
-    assert renamed is not None and renamed["session_data"] == {"other": 1, "session_name": "Named"}
+    assert renamed is not None
+    assert renamed["session_data"] == {"other": 1, "session_name": "Named"}
     assert len(renamed["runs"]) == 2
     assert [s["session_id"] for s in (await db.get_sessions(session_name="nam"))[0]] == ["s1"]
     assert await db.rename_session("missing", "x") is None

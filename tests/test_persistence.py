@@ -62,7 +62,11 @@ class Recording:
 
 
 def sess(sid: str, n_runs: int = 2, **fields: Any) -> dict[str, Any]:
-    return {"session_id": sid, "runs": [{"run_id": f"{sid}-r{i}", "content": "x" * 50} for i in range(n_runs)], **fields}
+    return {
+        "session_id": sid,
+        "runs": [{"run_id": f"{sid}-r{i}", "content": "x" * 50} for i in range(n_runs)],
+        **fields,
+    }
 
 
 async def test_restart_round_trip(backend: Backend) -> None:
@@ -117,7 +121,8 @@ async def test_failed_save_keeps_data_dirty_and_next_flush_succeeds(backend: Bac
         await db.upsert_session(sess("b"))
         report = await db.flush()
         assert report.upserts == 2
-        assert db.stats().dirty == 0 and db.stats().last_error is None
+        assert db.stats().dirty == 0
+        assert db.stats().last_error is None
     async with AsyncInMemoryDb(persistence=backend.make()) as db2:
         assert {s["session_id"] for s in await db2.get_all_sessions()} == {"a", "b"}
 
@@ -147,7 +152,8 @@ async def test_durability_write_returns_after_persisting(backend: Backend) -> No
         await probe.open()
         stored = await probe.load_one("sessions", "a")
         await probe.aclose()
-        assert stored is not None and [r["run_id"] for r in stored["runs"]] == ["a-r0", "a-r1", "late"]
+        assert stored is not None
+        assert [r["run_id"] for r in stored["runs"]] == ["a-r0", "a-r1", "late"]
         assert db.stats().dirty == 0
 
 
@@ -227,7 +233,9 @@ async def test_directory_layout_and_atomic_files(tmp_path: Path) -> None:
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert files == ["v1/memories/m%2F1.json", "v1/sessions/s1.json"]
     envelope = orjson.loads((tmp_path / "v1/sessions/s1.json").read_bytes())
-    assert envelope["format_version"] == 1 and envelope["id"] == "s1" and envelope["collection"] == "sessions"
+    assert envelope["format_version"] == 1
+    assert envelope["id"] == "s1"
+    assert envelope["collection"] == "sessions"
 
 
 async def test_missing_directory_is_an_empty_store(tmp_path: Path) -> None:
@@ -238,7 +246,12 @@ async def test_missing_directory_is_an_empty_store(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"{not json", b'{"format_version": 99, "id": "s1", "data": {}}', b"[]", b'{"format_version":1,"id":"zz","data":{}}'],
+    [
+        b"{not json",
+        b'{"format_version": 99, "id": "s1", "data": {}}',
+        b"[]",
+        b'{"format_version":1,"id":"zz","data":{}}',
+    ],
 )
 async def test_corrupt_file_raises_with_its_path(tmp_path: Path, content: bytes) -> None:
     """A corrupt, foreign-format or misplaced file raises CorruptDataError naming the file."""
@@ -380,4 +393,3 @@ def test_validation_error_types() -> None:
     """ValidationError is a ValueError and PersistenceError an OSError, so generic handlers still work."""
     assert issubclass(ValidationError, ValueError)
     assert issubclass(PersistenceError, OSError)
-
