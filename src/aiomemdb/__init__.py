@@ -6,6 +6,7 @@ only when first used.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from aiomemdb._core import AsyncInMemoryDb, Durability
@@ -20,12 +21,15 @@ from aiomemdb._exceptions import (
     SerializationError,
     ValidationError,
 )
-from aiomemdb._stats import FlushReport, Stats
+from aiomemdb._stats import Event, EventKind, FlushReport, Stats
 from aiomemdb._sync import InMemoryDb
 from aiomemdb.persistence import Changeset, DirectoryPersistence, HookPersistence, Persistence
 
 if TYPE_CHECKING:
     from aiomemdb.persistence import S3Persistence
+
+# Quiet by default: applications opt in by configuring the "aiomemdb" logger.
+logging.getLogger("aiomemdb").addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 
@@ -38,6 +42,8 @@ __all__ = [
     "CorruptDataError",
     "DirectoryPersistence",
     "Durability",
+    "Event",
+    "EventKind",
     "FlushReport",
     "HookPersistence",
     "InMemoryDb",

@@ -40,7 +40,7 @@ from aiomemdb._exceptions import (
 )
 from aiomemdb._index import SessionIndex
 from aiomemdb._record import SessionRecord, encode_record, record_owner
-from aiomemdb._stats import FlushReport, Stats
+from aiomemdb._stats import Event, EventKind, FlushReport, Stats
 from aiomemdb.persistence._base import Changeset, Key, Persistence, Snapshot
 from aiomemdb.persistence._hooks import HookPersistence
 
@@ -101,6 +101,9 @@ class AsyncInMemoryDb:
         lazy: do not load everything at start; fetch a session (or record) from persistence the first time
             it is asked for. Listings then only cover what has been loaded.
         max_backoff: the longest pause, in seconds, between retries of a failing background flush.
+        on_event: called (on the store's loop, synchronously) with an :class:`~aiomemdb.Event` for every
+            flush, failed flush, load, on-demand load, merge, eviction and expiry; feed your metrics from it.
+            An exception it raises is logged and otherwise ignored.
         clock: the store's clock in unix seconds (tests inject a fake one).
     """
 
@@ -115,6 +118,7 @@ class AsyncInMemoryDb:
         flush_interval: float = 1.0,
         lazy: bool = False,
         max_backoff: float = 30.0,
+        on_event: Callable[[Event], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if persistence is not None and (load is not None or save is not None):
@@ -133,6 +137,7 @@ class AsyncInMemoryDb:
         self._max_backoff = float(max_backoff)
         self._lazy = lazy
         self._clock = clock
+        self._on_event = on_event
 
         self._sessions: dict[str, SessionRecord] = {}
         self._index = SessionIndex(self._sessions)
@@ -202,7 +207,9 @@ class AsyncInMemoryDb:
                 if self._persistence is not None:
                     await self._persistence.open()
                     if not self._lazy:
+                        began = time.perf_counter()
                         await self._ingest(await self._persistence.load())
+                        self._emit("load", records=self._loads, duration=time.perf_counter() - began)
             except BaseException as exc:
                 self._state = _NEW
                 self._last_error = repr(exc)
@@ -712,6 +719,14 @@ class AsyncInMemoryDb:
                 self._mirror[sid] = new.to_dict()
         self._mark((SESSIONS, sid))
 
+    def _emit(self, kind: EventKind, **data: Any) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(Event(kind=kind, at=time.time(), data=data))
+        except Exception:
+            logger.exception("aiomemdb: on_event callback failed for a %r event", kind)
+
     def _mark(self, key: Key) -> None:
         if self._persistence is not None:
             self._dirty[key] = None
@@ -810,6 +825,7 @@ class AsyncInMemoryDb:
                 return
             records[rid] = (encode_record(doc, what=f"{collection}/{rid}"), record_owner(doc), self._next_seq())
         self._lazy_loads += 1
+        self._emit("lazy_load", collection=collection, id=rid)
 
     def _install_session(self, sid: str, rec: SessionRecord, *, key: str) -> None:
         """Put a loaded session in memory without marking it dirty."""
@@ -861,6 +877,7 @@ class AsyncInMemoryDb:
             self._dirty = {**dict.fromkeys(keys), **self._dirty}
             self._flush_failures += 1
             self._last_error = repr(exc)
+            self._emit("flush_failed", error=repr(exc), keys=len(keys))
             if isinstance(exc, AiomemdbError | asyncio.CancelledError) or not isinstance(exc, Exception):
                 raise
             raise PersistenceError(f"flush failed: {exc!r}", cause=exc) from exc
@@ -873,13 +890,16 @@ class AsyncInMemoryDb:
         self._last_flush_duration = duration
         self._last_flush_at = time.time()
         self._last_error = None
-        return FlushReport(
+        report = FlushReport(
             upserts=len(changeset.upserts),
             deletes=len(changeset.deletes),
             bytes=changeset.nbytes,
             duration=duration,
             merged=adopted,
         )
+        logger.debug("aiomemdb: flushed %s", report)
+        self._emit("flush", upserts=report.upserts, deletes=report.deletes, bytes=report.bytes, duration=duration)
+        return report
 
     async def _encode_changeset(self, keys: Iterable[Key]) -> tuple[Changeset, dict[Key, int]]:
         upserts: dict[Key, bytes] = {}
@@ -911,6 +931,7 @@ class AsyncInMemoryDb:
         for key, doc in merged.items():
             collection, rid = key
             count += 1
+            self._emit("merge", collection=collection, id=rid)
             if collection != SESSIONS:
                 if key not in self._dirty:
                     blob = (encode_record(doc, what=rid), record_owner(doc), self._next_seq())

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
-__all__ = ["FlushReport", "Stats"]
+__all__ = ["Event", "EventKind", "FlushReport", "Stats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +60,24 @@ class Stats:
     loads: int = 0
     lazy_loads: int = 0
     merged: int = 0
+
+
+#: What happened: a flush wrote something, a flush failed, a snapshot was loaded at start, a record was
+#: fetched on demand, a record was merged with another replica's write, a session was evicted or expired.
+EventKind = Literal["flush", "flush_failed", "load", "lazy_load", "merge", "evict", "expire"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing the store did, handed to the ``on_event`` callback.
+
+    Attributes:
+        kind: see :data:`EventKind`.
+        at: unix time it happened.
+        data: details: ``upserts``/``deletes``/``bytes``/``duration`` for flushes, ``error``/``attempt`` for
+            failures, ``records``/``duration`` for loads, ``collection``/``id`` for per-record events.
+    """
+
+    kind: EventKind
+    at: float
+    data: dict[str, Any] = field(default_factory=dict)

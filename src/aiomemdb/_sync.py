@@ -26,7 +26,7 @@ from typing import Any, Self, TypeVar
 
 from aiomemdb._core import AsyncInMemoryDb, Durability, RecordFn, SortBy, SortOrder
 from aiomemdb._exceptions import ClosedError
-from aiomemdb._stats import FlushReport, Stats
+from aiomemdb._stats import Event, FlushReport, Stats
 from aiomemdb.persistence._base import Persistence
 
 __all__ = ["InMemoryDb"]
@@ -120,6 +120,7 @@ class InMemoryDb:
         flush_interval: float = 1.0,
         lazy: bool = False,
         max_backoff: float = 30.0,
+        on_event: Callable[[Event], None] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
@@ -132,6 +133,7 @@ class InMemoryDb:
             flush_interval=flush_interval,
             lazy=lazy,
             max_backoff=max_backoff,
+            on_event=on_event,
             **kwargs,
         )
         self._portal = _Portal()
