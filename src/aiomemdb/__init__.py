@@ -6,7 +6,7 @@ only when first used.
 
 from __future__ import annotations
 
-import logging
+import logging as _logging
 from typing import TYPE_CHECKING, Any
 
 from aiomemdb._core import AsyncInMemoryDb, Durability
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from aiomemdb.persistence import S3Persistence
 
 # Quiet by default: applications opt in by configuring the "aiomemdb" logger.
-logging.getLogger("aiomemdb").addHandler(logging.NullHandler())
+_logging.getLogger("aiomemdb").addHandler(_logging.NullHandler())
 
 __version__ = "0.1.0"
 

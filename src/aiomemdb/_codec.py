@@ -28,6 +28,7 @@ __all__ = [
     "SESSIONS",
     "Envelope",
     "check_collection",
+    "check_stored_session",
     "decode_envelope",
     "decode_envelope_full",
     "dumps",
@@ -226,9 +227,7 @@ def in_write_order(items: Iterable[tuple[str, Envelope]]) -> dict[str, dict[str,
     return out
 
 
-def decode_envelope_full(
-    raw: bytes, *, key: str, collection: str | None = None, name: str | None = None
-) -> Envelope:
+def decode_envelope_full(raw: bytes, *, key: str, collection: str | None = None, name: str | None = None) -> Envelope:
     """Decode one stored object and check its envelope.
 
     Args:
@@ -262,6 +261,34 @@ def decode_envelope_full(
     if not isinstance(seq, int):
         raise CorruptDataError(f"{key}: 'seq' must be an int", key=key)
     return Envelope(record_id, data, seq)
+
+
+def check_stored_session(record_id: str, data: dict[str, Any], *, key: str) -> None:
+    """Cheap structural check of a stored session (no encoding), so corrupt ones are caught at load.
+
+    Raises:
+        CorruptDataError: wrong ``session_id``, owner/component fields that are not strings, ``session_data``
+            that is not an object, or runs that are not objects with a string ``run_id``.
+    """
+    problem = ""
+    if data.get("session_id") != record_id:
+        problem = f"session_id {data.get('session_id')!r} does not match the id {record_id!r}"
+    elif any(
+        not (data.get(f) is None or isinstance(data.get(f), str))
+        for f in ("user_id", "agent_id", "team_id", "workflow_id", "session_type")
+    ):
+        problem = "an id field is not a string"
+    elif not (data.get("session_data") is None or isinstance(data.get("session_data"), dict)):
+        problem = "session_data is not an object"
+    else:
+        runs = data.get("runs")
+        if runs is not None and (
+            not isinstance(runs, list)
+            or not all(isinstance(r, dict) and isinstance(r.get("run_id"), str) and r["run_id"] for r in runs)
+        ):
+            problem = "runs is not a list of objects with a run_id"
+    if problem:
+        raise CorruptDataError(f"{key}: not a valid session: {problem}", key=key)
 
 
 def _run_key(run: Any) -> Any:

@@ -1,88 +1,70 @@
 """AsyncInMemoryDb: the async core every other part of aiomemdb wraps.
 
-Concurrency model. All state belongs to one event loop. Every write is a synchronous critical section (validate,
-encode, swap the record, update the indexes, mark it dirty) with no ``await`` inside, so it is atomic with
-respect to every other task and cannot be half-done by a cancellation. The only read-modify-writes that span an
-``await`` are :meth:`AsyncInMemoryDb.update_session` (the caller's function may be a coroutine) and the bulk
-writes; they hold per-session :class:`asyncio.Lock` s, created on demand and dropped when nobody uses them. A
-plain write only waits when such a lock exists for its session.
+Concurrency model. All state belongs to one event loop. Every write is a synchronous critical section
+(validate, encode, swap the record, update the indexes, mark it dirty, journal it) with no ``await`` inside, so
+it is atomic with respect to every other task and cannot be half-done by a cancellation. The only
+read-modify-writes that span an ``await`` are :meth:`AsyncInMemoryDb.update_session` (the caller's function may
+be a coroutine), bulk writes and writes that must first reload an evicted session; they hold per-session
+:class:`asyncio.Lock` s, created on demand and dropped when nobody uses them. A plain write only waits when
+such a lock exists for its session.
 
-Persistence. Writes mark keys dirty; :meth:`AsyncInMemoryDb.flush` swaps the dirty set out atomically, encodes
-the changed records (bytes concatenation, see :mod:`aiomemdb._record`) and hands one :class:`Changeset` to the
-persistence. A failed flush puts its keys back, so nothing dirty is ever dropped; a background task flushes
-every ``flush_interval`` seconds and backs off exponentially (with jitter) while storage fails.
+The class is assembled from mixins, one idea per file: ``_store.py`` (shared state and the commit
+primitives), ``_durability.py`` (flushing, loading, journal replay), ``_memory.py`` (lazy loads, eviction,
+expiry) and ``_collections.py`` (named record collections). This file holds the lifecycle and the sessions API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
-import random
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar
 
 import orjson
 
-from aiomemdb._codec import SESSIONS, check_collection, check_id, encode_envelope, merge_sessions
+from aiomemdb._codec import SESSIONS, check_id
+from aiomemdb._collections import CollectionsMixin, RecordFn
+from aiomemdb._durability import DurabilityMixin
 from aiomemdb._exceptions import (
-    AiomemdbError,
     ClosedError,
     ConflictError,
-    CorruptDataError,
     NotFoundError,
     OwnershipError,
-    PersistenceError,
     ValidationError,
 )
-from aiomemdb._index import SessionIndex
-from aiomemdb._record import SessionRecord, encode_record, record_owner
-from aiomemdb._stats import Event, EventKind, FlushReport, Stats
-from aiomemdb.persistence._base import Changeset, Key, Persistence, Snapshot
+from aiomemdb._journal import Journal
+from aiomemdb._memory import MemoryMixin
+from aiomemdb._record import SessionRecord
+from aiomemdb._stats import Event, Stats
+from aiomemdb._store import CLOSED, CLOSING, NEW, OPEN, STARTING, Durability, check_limit
+from aiomemdb.persistence._base import Key, Persistence
+from aiomemdb.persistence._directory import DirectoryPersistence
 from aiomemdb.persistence._hooks import HookPersistence
 
-__all__ = ["AsyncInMemoryDb", "Durability"]
+__all__ = ["AsyncInMemoryDb", "Durability", "RecordFn", "SessionFn", "SortBy", "SortOrder"]
 
-logger = logging.getLogger("aiomemdb")
-
-Durability = Literal["interval", "write", "manual"]
 SortBy = Literal["updated_at", "created_at", "session_id"]
 SortOrder = Literal["asc", "desc"]
 SessionFn = Callable[[dict[str, Any] | None], "dict[str, Any] | Awaitable[dict[str, Any] | None] | None"]
-RecordFn = Callable[[dict[str, Any] | None], "dict[str, Any] | None"]
 T = TypeVar("T")
 
-_DURABILITY: Final = ("interval", "write", "manual")
+_DURABILITY: Final = ("interval", "write", "manual", "journal")
 _SORT_BY: Final = ("updated_at", "created_at", "session_id")
-_NEW, _STARTING, _OPEN, _CLOSING, _CLOSED = "new", "starting", "open", "closing", "closed"
-# Encoding a changeset yields to the loop this often, so one big flush never blocks other tasks for long.
-_YIELD_EVERY: Final = 256
-
-Blob = tuple[bytes, str | None, int]  # an encoded collection record, its owner, its write sequence
 
 
-class _SessionLock:
-    """A per-session lock and the number of tasks holding or waiting for it."""
-
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
-
-
-def _check_limit(value: int | None, what: str) -> int | None:
+def _positive(value: float | None, what: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"{what} must be a non-negative int or None, got {value!r}")
-    return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValidationError(f"{what} must be a positive number, got {value!r}")
+    return float(value)
 
 
-class AsyncInMemoryDb:
+class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
     """An in-memory session store with async operations and incremental persistence.
 
     Args:
@@ -96,10 +78,20 @@ class AsyncInMemoryDb:
             It is validated here (a bad entry raises :class:`ValidationError` naming its key) and then kept
             in step with every write; read it freely, write through the store.
         durability: ``"interval"`` (flush in the background every ``flush_interval`` seconds), ``"write"``
-            (each write returns once persisted) or ``"manual"`` (only :meth:`flush` and close write).
+            (each write returns once persisted), ``"manual"`` (only :meth:`flush` and close write) or
+            ``"journal"`` (each write is appended to a local journal before it returns; flushes as
+            ``"interval"``; the journal is replayed on start).
         flush_interval: seconds between background flushes.
+        journal_path: the journal's directory (``durability="journal"``); defaults to ``journal/`` inside a
+            :class:`~aiomemdb.DirectoryPersistence` root; any other persistence must name one.
+        journal_fsync: seconds between journal fsyncs (a power loss loses at most this window); ``0`` fsyncs
+            before each write returns (concurrent writes share one fsync).
         lazy: do not load everything at start; fetch a session (or record) from persistence the first time
             it is asked for. Listings then only cover what has been loaded.
+        max_sessions: keep at most this many sessions' payloads in memory; the least recently used clean
+            ones are evicted and reloaded on demand (needs a persistence).
+        max_bytes: the same bound on the sessions' encoded size.
+        ttl: evict sessions neither read nor written for this many seconds (they reload on demand).
         max_backoff: the longest pause, in seconds, between retries of a failing background flush.
         on_event: called (on the store's loop, synchronously) with an :class:`~aiomemdb.Event` for every
             flush, failed flush, load, on-demand load, merge, eviction and expiry; feed your metrics from it.
@@ -116,7 +108,12 @@ class AsyncInMemoryDb:
         storage_dict: dict[str, Any] | None = None,
         durability: Durability = "interval",
         flush_interval: float = 1.0,
+        journal_path: str | Path | None = None,
+        journal_fsync: float = 1.0,
         lazy: bool = False,
+        max_sessions: int | None = None,
+        max_bytes: int | None = None,
+        ttl: float | None = None,
         max_backoff: float = 30.0,
         on_event: Callable[[Event], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -127,55 +124,59 @@ class AsyncInMemoryDb:
             persistence = HookPersistence(load=load, save=save)
         if durability not in _DURABILITY:
             raise ValidationError(f"durability must be one of {', '.join(_DURABILITY)}; got {durability!r}")
-        if not isinstance(flush_interval, int | float) or flush_interval <= 0:
-            raise ValidationError(f"flush_interval must be a positive number of seconds, got {flush_interval!r}")
+        flush_every = _positive(flush_interval, "flush_interval")
+        assert flush_every is not None
         if lazy and persistence is None:
             raise ValidationError("lazy=True needs a persistence to load from")
-        self._persistence: Persistence | None = persistence
-        self._durability: Durability = durability
-        self._flush_interval = float(flush_interval)
+        check_limit(max_sessions, "max_sessions")
+        check_limit(max_bytes, "max_bytes")
+        _positive(ttl, "ttl")
+        bounded = max_sessions is not None or max_bytes is not None or ttl is not None
+        if bounded and persistence is None:
+            raise ValidationError("max_sessions, max_bytes and ttl need a persistence to reload evicted sessions")
+        if bounded and storage_dict is not None:
+            raise ValidationError("storage_dict holds every session by contract; it cannot be bounded")
+        if not isinstance(journal_fsync, int | float) or journal_fsync < 0:
+            raise ValidationError(f"journal_fsync must be >= 0 seconds, got {journal_fsync!r}")
+        if durability == "journal":
+            if persistence is None:
+                raise ValidationError("durability='journal' needs a persistence to flush to")
+            if journal_path is None:
+                if not isinstance(persistence, DirectoryPersistence):
+                    raise ValidationError(
+                        "durability='journal' needs journal_path= unless the persistence is a directory"
+                    )
+                journal_path = persistence.path / "journal"
+        elif journal_path is not None:
+            raise ValidationError("journal_path is only used with durability='journal'")
+        super().__init__(
+            persistence=persistence,
+            durability=durability,
+            mirror=storage_dict,
+            on_event=on_event,
+            clock=clock,
+            bounded=bounded,
+        )
+        self._flush_interval = flush_every
         self._max_backoff = float(max_backoff)
         self._lazy = lazy
-        self._clock = clock
-        self._on_event = on_event
-
-        self._sessions: dict[str, SessionRecord] = {}
-        self._index = SessionIndex(self._sessions)
-        self._collections: dict[str, dict[str, Blob]] = {}
-        self._mirror: MutableMapping[str, Any] | None = storage_dict
-        self._locks: dict[str, _SessionLock] = {}
-        # Write sequence: nanoseconds since the epoch, made strictly increasing. It orders writes within one
-        # second (also across restarts, being stored with each object) and tells what a flush covered.
-        self._seq = 0
-
-        self._dirty: dict[Key, None] = {}  # insertion-ordered set
-        self._in_flight: frozenset[Key] = frozenset()
-        self._persisted_seq = 0
+        self._max_sessions = max_sessions
+        self._max_bytes = max_bytes
+        self._ttl = ttl
+        self._journal_path = Path(journal_path) if journal_path is not None else None
+        self._journal_fsync = float(journal_fsync)
         self._lazy_tasks: dict[Key, asyncio.Task[None]] = {}
-
-        self._state = _NEW
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._start_lock: asyncio.Lock | None = None
         self._flush_lock: asyncio.Lock | None = None
-        self._flusher: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
-
-        self._flushes = 0
-        self._flush_failures = 0
-        self._last_flush_duration: float | None = None
-        self._last_flush_at: float | None = None
-        self._last_error: str | None = None
-        self._loads = 0
-        self._lazy_loads = 0
-        self._merged = 0
-
+        self._flush_wake: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         if storage_dict is not None:
             self._adopt_storage_dict(storage_dict)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     async def start(self) -> Self:
-        """Load from persistence and start the background flusher; idempotent.
+        """Load from persistence, replay the journal, and start the background tasks; idempotent.
 
         Every operation starts the store on first use, so calling this is only needed to load eagerly or to
         see load errors early.
@@ -184,73 +185,88 @@ class AsyncInMemoryDb:
             ClosedError: the store was closed.
             PersistenceError, CorruptDataError: loading failed; the store stays unstarted and can be retried.
         """
-        if self._state == _OPEN:
+        if self._state == OPEN:
             return self
-        if self._state in (_CLOSING, _CLOSED):
+        if self._state in (CLOSING, CLOSED):
             raise ClosedError("this AsyncInMemoryDb is closed")
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
             self._start_lock = asyncio.Lock()
             self._flush_lock = asyncio.Lock()
-            self._wake = asyncio.Event()
+            self._flush_wake = asyncio.Event()
         elif self._loop is not loop:
             raise RuntimeError("an AsyncInMemoryDb is bound to the event loop it was first used in")
         assert self._start_lock is not None
         async with self._start_lock:
-            if self._state == _OPEN:
+            if self._state == OPEN:
                 return self
-            if self._state in (_CLOSING, _CLOSED):
+            if self._state in (CLOSING, CLOSED):
                 raise ClosedError("this AsyncInMemoryDb is closed")
-            self._state = _STARTING
+            self._state = STARTING
             try:
-                if self._persistence is not None:
-                    await self._persistence.open()
-                    if not self._lazy:
-                        began = time.perf_counter()
-                        await self._ingest(await self._persistence.load())
-                        self._emit("load", records=self._loads, duration=time.perf_counter() - began)
+                await self._open_storage()
             except BaseException as exc:
-                self._state = _NEW
+                self._state = NEW
                 self._last_error = repr(exc)
                 raise
             if self._persistence is not None and self._durability != "manual":
-                self._flusher = loop.create_task(self._flush_forever(), name="aiomemdb-flusher")
-            self._state = _OPEN
+                self._tasks.append(loop.create_task(self._flush_forever(), name="aiomemdb-flusher"))
+            if self._ttl is not None:
+                self._tasks.append(loop.create_task(self._sweep_forever(), name="aiomemdb-expiry"))
+            self._state = OPEN
         return self
 
+    async def _open_storage(self) -> None:
+        if self._persistence is None:
+            return
+        await self._persistence.open()
+        if not self._lazy:
+            began = time.perf_counter()
+            await self._ingest(await self._persistence.load())
+            self._emit("load", records=self._loads, duration=time.perf_counter() - began)
+        if self._journal_path is not None and self._journal is None:
+            journal = Journal(self._journal_path, fsync_interval=self._journal_fsync)
+            replayed = await self._replay(journal)
+            journal.start()
+            self._journal = journal
+            if replayed:
+                self._emit("load", journal_entries=replayed)
+
     async def aclose(self) -> None:
-        """Stop the flusher, flush what is dirty, and release the persistence; idempotent.
+        """Stop the background tasks, flush what is dirty, and release the persistence; idempotent.
 
         Raises:
             PersistenceError: the final flush failed. The store stays open (nothing is lost) and the
                 background flusher keeps retrying; call ``aclose()`` again to retry.
         """
-        if self._state in (_NEW, _CLOSED):
-            self._state = _CLOSED
+        if self._state in (NEW, CLOSED):
+            self._state = CLOSED
             return
-        if self._state == _STARTING:
+        if self._state == STARTING:
             await self.start()
-        if self._state == _CLOSING:
+        if self._state == CLOSING:
             return
-        self._state = _CLOSING
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None:
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
+        self._state = CLOSING
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         try:
             if self._persistence is not None:
                 await self.flush()
         except BaseException:
-            self._state = _OPEN
+            self._state = OPEN
             if self._persistence is not None and self._durability != "manual" and self._loop is not None:
-                self._flusher = self._loop.create_task(self._flush_forever(), name="aiomemdb-flusher")
+                self._tasks.append(self._loop.create_task(self._flush_forever(), name="aiomemdb-flusher"))
             raise
-        for task in list(self._lazy_tasks.values()):
-            task.cancel()
+        for lazy in list(self._lazy_tasks.values()):
+            lazy.cancel()
+        if self._journal is not None:
+            await self._journal.aclose()
         if self._persistence is not None:
             await self._persistence.aclose()
-        self._state = _CLOSED
+        self._state = CLOSED
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -261,7 +277,7 @@ class AsyncInMemoryDb:
         await self.aclose()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if getattr(self, "_state", _CLOSED) in (_OPEN, _STARTING) and self._persistence is not None:
+        if getattr(self, "_state", CLOSED) in (OPEN, STARTING) and self._persistence is not None:
             dirty = len(self._dirty)
             _warn(
                 f"AsyncInMemoryDb was never closed ({dirty} unflushed changes); use 'async with' or aclose()",
@@ -270,8 +286,8 @@ class AsyncInMemoryDb:
             )
 
     async def _ready(self) -> None:
-        if self._state != _OPEN:
-            if self._state in (_CLOSING, _CLOSED):
+        if self._state != OPEN:
+            if self._state in (CLOSING, CLOSED):
                 raise ClosedError("this AsyncInMemoryDb is closed")
             await self.start()
         elif asyncio.get_running_loop() is not self._loop:
@@ -291,11 +307,13 @@ class AsyncInMemoryDb:
         """
         await self._ready()
         check_id(session_id, what="session_id")
-        _check_limit(runs_limit, "runs_limit")
-        rec = await self._find(session_id)
-        if rec is None or (user_id is not None and rec.user_id != user_id):
+        check_limit(runs_limit, "runs_limit")
+        rec = self._sessions.get(session_id)
+        if rec is not None and user_id is not None and rec.user_id != user_id:
             return None
-        return rec.to_dict(runs_limit)
+        return await self._read(
+            session_id, lambda r: r.to_dict(runs_limit) if user_id is None or r.user_id == user_id else None
+        )
 
     async def get_sessions(
         self,
@@ -338,7 +356,7 @@ class AsyncInMemoryDb:
         order = sort_order.lower() if isinstance(sort_order, str) else sort_order
         if order not in ("asc", "desc"):
             raise ValidationError(f"sort_order must be 'asc' or 'desc'; got {sort_order!r}")
-        _check_limit(limit, "limit")
+        check_limit(limit, "limit")
         if page is not None and (isinstance(page, bool) or not isinstance(page, int) or page < 1):
             raise ValidationError(f"page must be an int >= 1, got {page!r}")
         start = (page - 1) * limit if (page is not None and limit is not None) else 0
@@ -382,7 +400,7 @@ class AsyncInMemoryDb:
                 matches = [r for r in matches if residual(r)]
             total = len(matches)
             chosen = matches[start:stop]
-        return [r.to_dict(include_runs=include_runs) for r in chosen], total
+        return await self._read_many(chosen, lambda r: r.to_dict(include_runs=include_runs)), total
 
     @staticmethod
     def _residual_filter(
@@ -456,8 +474,12 @@ class AsyncInMemoryDb:
         """
         await self._ready()
         sid = self._session_id_of(session)
-        _check_limit(expected_version, "expected_version")
-        rec = await self._write(sid, lambda: self._put_session(sid, session, expected_version, preserve_updated_at))
+        check_limit(expected_version, "expected_version")
+        rec = await self._write(
+            sid,
+            lambda: self._put_session(sid, session, expected_version, preserve_updated_at),
+            payload="runs" not in session,  # the stored runs are carried over
+        )
         await self._after_write()
         return rec.to_dict()
 
@@ -486,7 +508,7 @@ class AsyncInMemoryDb:
                 self._commit_session(sid, self._sessions.get(sid), new)
             return out
 
-        records = await self._write_many(ids, apply)
+        records = await self._write_many(ids, apply, payload=True)
         await self._after_write()
         return [r.to_dict() for r in records]
 
@@ -505,9 +527,9 @@ class AsyncInMemoryDb:
             rec = self._visible(session_id, user_id)
             if rec is None:
                 raise NotFoundError(f"upsert_run: no session {session_id!r}")
-            self._touch(rec)
+            self._stamp_write(rec)
             rec.put_run(run_id, raw)
-            self._commit_session(session_id, rec, rec)
+            self._commit_session(session_id, rec, rec, journal=self._run_entry(session_id, rec, run_id, raw))
 
         await self._write(session_id, apply)
         await self._after_write()
@@ -522,9 +544,9 @@ class AsyncInMemoryDb:
             rec = self._visible(session_id, user_id)
             if rec is None or rec.runs is None or run_id not in rec.runs:
                 return False
-            self._touch(rec)
+            self._stamp_write(rec)
             rec.remove_run(run_id)
-            self._commit_session(session_id, rec, rec)
+            self._commit_session(session_id, rec, rec, journal=self._run_entry(session_id, rec, run_id, None))
             return True
 
         removed = await self._write(session_id, apply)
@@ -548,7 +570,10 @@ class AsyncInMemoryDb:
         check_id(session_id, what="session_id")
         entry = await self._lock(session_id)
         try:
-            await self._find(session_id)
+            await self._ensure_loaded(session_id)
+            current = self._sessions.get(session_id)
+            if current is not None:
+                await self._make_resident(current)
             rec = self._visible(session_id, user_id)
             result = fn(rec.to_dict() if rec is not None else None)
             if inspect.isawaitable(result):
@@ -599,7 +624,7 @@ class AsyncInMemoryDb:
             self._commit_session(session_id, rec, None)
             return True
 
-        deleted = await self._write(session_id, apply)
+        deleted = await self._write(session_id, apply, payload=False)
         if deleted:
             await self._after_write()
         return deleted
@@ -620,7 +645,7 @@ class AsyncInMemoryDb:
                     count += 1
             return count
 
-        count = await self._write_many(ids, apply)
+        count = await self._write_many(ids, apply, payload=False)
         if count:
             await self._after_write()
         return count
@@ -631,7 +656,7 @@ class AsyncInMemoryDb:
         ids = list(self._sessions)
 
         def apply() -> None:
-            for sid in list(self._sessions):
+            for sid in self._sessions:
                 self._mark((SESSIONS, sid))
             for name, records in self._collections.items():
                 for rid in records:
@@ -639,10 +664,13 @@ class AsyncInMemoryDb:
             self._sessions.clear()
             self._index.clear()
             self._collections.clear()
+            self._lru.clear()
+            self._resident_bytes = 0
             if self._mirror is not None:
                 self._mirror.clear()
+            self._journal_append(b'{"op":"drop"}')
 
-        await self._write_many(ids, apply)
+        await self._write_many(ids, apply, payload=False)
         await self._after_write()
 
     # -- session helpers (synchronous: no await inside) --------------------------------------------------------
@@ -659,11 +687,7 @@ class AsyncInMemoryDb:
             return None
         return rec
 
-    def _next_seq(self) -> int:
-        self._seq = max(self._seq + 1, time.time_ns())
-        return self._seq
-
-    def _touch(self, rec: SessionRecord) -> None:
+    def _stamp_write(self, rec: SessionRecord) -> None:
         rec.updated_at = int(self._clock())
         rec.version += 1
         rec.seq = self._next_seq()
@@ -692,6 +716,7 @@ class AsyncInMemoryDb:
             raise OwnershipError(f"session {sid!r} belongs to another user")
         if old is not None and "runs" not in session:
             new.runs, new.runs_key = old.runs, old.runs_key
+            new.resize()
         return new
 
     def _put_session(
@@ -702,298 +727,49 @@ class AsyncInMemoryDb:
         self._commit_session(sid, old, new)
         return new
 
-    def _commit_session(self, sid: str, old: SessionRecord | None, new: SessionRecord | None) -> None:
-        """Install (or remove) a session: the one place sessions change."""
-        if new is None:
-            if old is not None:
-                del self._sessions[sid]
-                self._index.remove(old)
-            if self._mirror is not None:
-                self._mirror.pop(sid, None)
-        else:
-            self._sessions[sid] = new
-            self._index.put(old, new)
-            if self._mirror is not None:
-                # pop first: the caller's dict stays in write order, so a JSON round trip keeps recency ties
-                self._mirror.pop(sid, None)
-                self._mirror[sid] = new.to_dict()
-        self._mark((SESSIONS, sid))
+    # -- writing with locks, lazy loads and reloads --------------------------------------------------------------
 
-    def _emit(self, kind: EventKind, **data: Any) -> None:
-        if self._on_event is None:
-            return
-        try:
-            self._on_event(Event(kind=kind, at=time.time(), data=data))
-        except Exception:
-            logger.exception("aiomemdb: on_event callback failed for a %r event", kind)
+    async def _write(self, sid: str, apply: Callable[[], T], *, payload: bool = True) -> T:
+        """Run a synchronous write for one session after any lazy load and any RMW holding its lock.
 
-    def _mark(self, key: Key) -> None:
-        if self._persistence is not None:
-            self._dirty[key] = None
-
-    # -- locking and lazy loading ------------------------------------------------------------------------------
-
-    async def _lock(self, sid: str) -> _SessionLock:
-        entry = self._locks.get(sid)
-        if entry is None:
-            entry = self._locks[sid] = _SessionLock()
-        entry.users += 1
-        try:
-            await entry.lock.acquire()
-        except BaseException:
-            self._release_entry(sid, entry)
-            raise
-        return entry
-
-    def _unlock(self, sid: str, entry: _SessionLock) -> None:
-        entry.lock.release()
-        self._release_entry(sid, entry)
-
-    def _release_entry(self, sid: str, entry: _SessionLock) -> None:
-        entry.users -= 1
-        if entry.users == 0 and self._locks.get(sid) is entry:
-            del self._locks[sid]
-
-    async def _write(self, sid: str, apply: Callable[[], T]) -> T:
-        """Run a synchronous write for one session after any lazy load and any RMW holding its lock."""
+        ``payload``: the write reads the session's head or runs, so an evicted session is reloaded first
+        (under the session's lock, which also keeps it from being evicted again before ``apply`` runs).
+        """
         if self._lazy and sid not in self._sessions:
             await self._load_lazily(SESSIONS, sid)
-        if sid not in self._locks:
+        rec = self._sessions.get(sid)
+        reload = payload and rec is not None and not rec.resident
+        if sid not in self._locks and not reload:
             return apply()
         entry = await self._lock(sid)
         try:
+            rec = self._sessions.get(sid)
+            if payload and rec is not None:
+                await self._make_resident(rec)
             return apply()
         finally:
             self._unlock(sid, entry)
 
-    async def _write_many(self, sids: Sequence[str], apply: Callable[[], T]) -> T:
+    async def _write_many(self, sids: Sequence[str], apply: Callable[[], T], *, payload: bool) -> T:
         """Run a synchronous write spanning many sessions, holding all their locks (in a fixed order)."""
         unique = sorted(set(sids))
         if self._lazy:
             await asyncio.gather(*(self._load_lazily(SESSIONS, s) for s in unique if s not in self._sessions))
-        if not any(s in self._locks for s in unique):
+        evicted = [s for s in unique if payload and s in self._sessions and not self._sessions[s].resident]
+        if not evicted and not any(s in self._locks for s in unique):
             return apply()
-        held: list[tuple[str, _SessionLock]] = []
+        held: list[tuple[str, Any]] = []
         try:
             for sid in unique:
                 held.append((sid, await self._lock(sid)))
+            for sid in evicted:
+                rec = self._sessions.get(sid)
+                if rec is not None:
+                    await self._make_resident(rec)
             return apply()
         finally:
             for sid, entry in reversed(held):
                 self._unlock(sid, entry)
-
-    async def _find(self, sid: str) -> SessionRecord | None:
-        rec = self._sessions.get(sid)
-        if rec is None and self._lazy:
-            await self._load_lazily(SESSIONS, sid)
-            rec = self._sessions.get(sid)
-        return rec
-
-    async def _load_lazily(self, collection: str, rid: str) -> None:
-        """Fetch one record from persistence into memory; concurrent misses on one key share one fetch."""
-        key = (collection, rid)
-        task = self._lazy_tasks.get(key)
-        if task is None:
-            assert self._loop is not None
-            task = self._loop.create_task(self._fetch_one(key))
-            self._lazy_tasks[key] = task
-            task.add_done_callback(lambda t: self._lazy_done(key, t))
-        # shield: a cancelled caller must not cancel the fetch the others are waiting for.
-        await asyncio.shield(task)
-
-    def _lazy_done(self, key: Key, task: asyncio.Task[None]) -> None:
-        if self._lazy_tasks.get(key) is task:
-            del self._lazy_tasks[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here so an unawaited failure is not reported as "never retrieved"
-
-    async def _fetch_one(self, key: Key) -> None:
-        assert self._persistence is not None
-        collection, rid = key
-        doc = await self._persistence.load_one(collection, rid)
-        # Memory is authoritative for anything written, deleted or being flushed meanwhile.
-        if doc is None or key in self._dirty or key in self._in_flight:
-            return
-        if collection == SESSIONS:
-            if rid in self._sessions:
-                return
-            rec = SessionRecord.from_stored(doc, seq=self._next_seq(), key=f"{collection}/{rid}")
-            self._install_session(rid, rec, key=f"{collection}/{rid}")
-        else:
-            records = self._collections.setdefault(collection, {})
-            if rid in records:
-                return
-            records[rid] = (encode_record(doc, what=f"{collection}/{rid}"), record_owner(doc), self._next_seq())
-        self._lazy_loads += 1
-        self._emit("lazy_load", collection=collection, id=rid)
-
-    def _install_session(self, sid: str, rec: SessionRecord, *, key: str) -> None:
-        """Put a loaded session in memory without marking it dirty."""
-        if rec.session_id != sid:
-            raise CorruptDataError(f"{key}: contains session_id {rec.session_id!r}", key=key)
-        old = self._sessions.get(sid)
-        self._sessions[sid] = rec
-        self._index.put(old, rec)
-        if self._mirror is not None:
-            self._mirror.pop(sid, None)
-            self._mirror[sid] = rec.to_dict()
-
-    # -- durability --------------------------------------------------------------------------------------------
-
-    async def _after_write(self) -> None:
-        if self._durability == "write" and self._persistence is not None:
-            target = self._seq
-            while self._persisted_seq < target:
-                await self.flush()
-
-    async def flush(self) -> FlushReport:
-        """Write every change since the last successful flush; one flush runs at a time.
-
-        Raises:
-            PersistenceError: storage failed; every change stays dirty and is retried by the next flush.
-            ConflictError: another replica's write conflicted and the persistence's policy is ``"raise"``.
-        """
-        if self._state not in (_OPEN, _CLOSING):
-            await self._ready()
-        if self._persistence is None:
-            return FlushReport()
-        assert self._flush_lock is not None
-        async with self._flush_lock:
-            return await self._flush_locked(self._persistence)
-
-    async def _flush_locked(self, persistence: Persistence) -> FlushReport:
-        started = time.perf_counter()
-        covered = self._seq
-        if not self._dirty:
-            self._persisted_seq = covered
-            return FlushReport()
-        keys, self._dirty = self._dirty, {}
-        self._in_flight = frozenset(keys)
-        try:
-            changeset, versions = await self._encode_changeset(keys)
-            merged = await persistence.save(changeset)
-        except BaseException as exc:
-            # Put the keys back (before anything dirtied since, keeping first-dirtied-first order).
-            self._dirty = {**dict.fromkeys(keys), **self._dirty}
-            self._flush_failures += 1
-            self._last_error = repr(exc)
-            self._emit("flush_failed", error=repr(exc), keys=len(keys))
-            if isinstance(exc, AiomemdbError | asyncio.CancelledError) or not isinstance(exc, Exception):
-                raise
-            raise PersistenceError(f"flush failed: {exc!r}", cause=exc) from exc
-        finally:
-            self._in_flight = frozenset()
-        adopted = self._adopt(merged, versions) if merged else 0
-        self._persisted_seq = covered
-        duration = time.perf_counter() - started
-        self._flushes += 1
-        self._last_flush_duration = duration
-        self._last_flush_at = time.time()
-        self._last_error = None
-        report = FlushReport(
-            upserts=len(changeset.upserts),
-            deletes=len(changeset.deletes),
-            bytes=changeset.nbytes,
-            duration=duration,
-            merged=adopted,
-        )
-        logger.debug("aiomemdb: flushed %s", report)
-        self._emit("flush", upserts=report.upserts, deletes=report.deletes, bytes=report.bytes, duration=duration)
-        return report
-
-    async def _encode_changeset(self, keys: Iterable[Key]) -> tuple[Changeset, dict[Key, int]]:
-        upserts: dict[Key, bytes] = {}
-        deletes: set[Key] = set()
-        versions: dict[Key, int] = {}
-        for n, key in enumerate(keys, 1):
-            collection, rid = key
-            if collection == SESSIONS:
-                rec = self._sessions.get(rid)
-                if rec is None:
-                    deletes.add(key)
-                else:
-                    upserts[key] = encode_envelope(collection, rid, rec.doc_bytes(), seq=rec.seq)
-                    versions[key] = rec.version
-            else:
-                blob = self._collections.get(collection, {}).get(rid)
-                if blob is None:
-                    deletes.add(key)
-                else:
-                    upserts[key] = encode_envelope(collection, rid, blob[0], seq=blob[2])
-            if n % _YIELD_EVERY == 0:
-                # A key changed after it was encoded here is dirty again, so yielding cannot lose a write.
-                await asyncio.sleep(0)
-        return Changeset(upserts=upserts, deletes=frozenset(deletes)), versions
-
-    def _adopt(self, merged: Mapping[Key, dict[str, Any]], versions: Mapping[Key, int]) -> int:
-        """Take in what storage holds after merging our write with another replica's."""
-        count = 0
-        for key, doc in merged.items():
-            collection, rid = key
-            count += 1
-            self._emit("merge", collection=collection, id=rid)
-            if collection != SESSIONS:
-                if key not in self._dirty:
-                    blob = (encode_record(doc, what=rid), record_owner(doc), self._next_seq())
-                    self._collections.setdefault(collection, {})[rid] = blob
-                continue
-            current = self._sessions.get(rid)
-            if current is not None and current.version == versions.get(key):
-                self._install_session(rid, SessionRecord.from_stored(doc, seq=self._next_seq(), key=rid), key=rid)
-            elif current is not None:
-                # Changed again while the flush ran: fold storage's merge into the newer local version.
-                both = merge_sessions(current.to_dict(), doc)
-                rec = SessionRecord.from_stored(both, seq=self._next_seq(), key=rid)
-                self._install_session(rid, rec, key=rid)
-                self._mark(key)
-        self._merged += count
-        return count
-
-    async def _flush_forever(self) -> None:
-        failures = 0
-        while True:
-            if failures:
-                delay = min(self._max_backoff, self._flush_interval * 2**failures)
-                delay = random.uniform(delay / 2, delay)
-            else:
-                delay = self._flush_interval
-            await asyncio.sleep(delay)
-            try:
-                await self.flush()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures = min(failures + 1, 30)
-                logger.warning("aiomemdb: background flush failed (attempt %d), will retry: %s", failures, exc)
-            else:
-                failures = 0
-
-    # -- loading -----------------------------------------------------------------------------------------------
-
-    async def _ingest(self, snapshot: Snapshot) -> None:
-        """Install a loaded snapshot; anything written before the load (dirty) wins over it."""
-        n = 0
-        for collection, records in snapshot.items():
-            check_collection(collection)
-            for rid, doc in records.items():
-                n += 1
-                if n % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-                key = (collection, rid)
-                if key in self._dirty:
-                    continue
-                where = f"{collection}/{rid}"
-                if collection == SESSIONS:
-                    self._install_session(
-                        rid, SessionRecord.from_stored(doc, seq=self._next_seq(), key=where), key=where
-                    )
-                else:
-                    self._collections.setdefault(collection, {})[rid] = (
-                        encode_record(doc, what=where),
-                        record_owner(doc),
-                        self._next_seq(),
-                    )
-                self._loads += 1
 
     def _adopt_storage_dict(self, storage: dict[str, Any]) -> None:
         if not isinstance(storage, dict):
@@ -1022,145 +798,17 @@ class AsyncInMemoryDb:
         for rec in built:
             self._commit_session(rec.session_id, None, rec)
 
-    # -- collections -------------------------------------------------------------------------------------------
-
-    def _collection(self, name: str) -> dict[str, Blob]:
-        if name == SESSIONS:
-            raise ValidationError("'sessions' is reserved; use the session methods")
-        check_collection(name)
-        return self._collections.setdefault(name, {})
-
-    async def _find_record(self, collection: str, rid: str) -> Blob | None:
-        blob = self._collection(collection).get(rid)
-        if blob is None and self._lazy:
-            await self._load_lazily(collection, rid)
-            blob = self._collection(collection).get(rid)
-        return blob
-
-    async def get_record(self, collection: str, record_id: str, *, user_id: str | None = None) -> dict[str, Any] | None:
-        """A copy of one record of a named collection, or ``None`` (also when owned by another user)."""
-        await self._ready()
-        check_id(record_id, what="record_id")
-        blob = await self._find_record(collection, record_id)
-        if blob is None or (user_id is not None and blob[1] != user_id):
-            return None
-        return orjson.loads(blob[0])  # type: ignore[no-any-return]
-
-    async def put_record(self, collection: str, record_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Create or replace one record; returns the stored copy.
-
-        Raises:
-            ValidationError, SerializationError: the record cannot be stored; nothing changed.
-            OwnershipError: the stored record has a different ``user_id``.
-        """
-        await self._ready()
-        check_id(record_id, what="record_id")
-        self._collection(collection)
-        raw = encode_record(record, what=f"{collection}[{record_id!r}]")
-        owner = record_owner(record)
-        if self._lazy:
-            await self._find_record(collection, record_id)
-        self._put_blob(collection, record_id, raw, owner)
-        await self._after_write()
-        return orjson.loads(raw)  # type: ignore[no-any-return]
-
-    async def put_records(self, collection: str, records: Mapping[str, Mapping[str, Any]]) -> int:
-        """Create or replace many records of one collection atomically; returns how many were written."""
-        await self._ready()
-        table = self._collection(collection)
-        encoded = [
-            (check_id(rid, what="record_id"), encode_record(rec, what=f"{collection}[{rid!r}]"), record_owner(rec))
-            for rid, rec in records.items()
-        ]
-        if self._lazy:
-            await asyncio.gather(*(self._find_record(collection, rid) for rid, _, _ in encoded))
-        for rid, _, owner in encoded:
-            self._check_owner(table, collection, rid, owner)
-        for rid, raw, owner in encoded:
-            self._put_blob(collection, rid, raw, owner)
-        if encoded:
-            await self._after_write()
-        return len(encoded)
-
-    async def update_record(self, collection: str, record_id: str, fn: RecordFn) -> dict[str, Any] | None:
-        """Atomically read, modify and write one record with a synchronous ``fn`` (as in update_session)."""
-        await self._ready()
-        check_id(record_id, what="record_id")
-        blob = await self._find_record(collection, record_id)
-        result = fn(orjson.loads(blob[0]) if blob is not None else None)
-        if result is None:
-            return None
-        raw = encode_record(result, what=f"{collection}[{record_id!r}]")
-        self._put_blob(collection, record_id, raw, record_owner(result))
-        await self._after_write()
-        return orjson.loads(raw)  # type: ignore[no-any-return]
-
-    def _check_owner(self, table: dict[str, Blob], collection: str, rid: str, owner: str | None) -> None:
-        old = table.get(rid)
-        if old is not None and old[1] is not None and old[1] != owner:
-            raise OwnershipError(f"{collection} record {rid!r} belongs to another user")
-
-    def _put_blob(self, collection: str, rid: str, raw: bytes, owner: str | None) -> None:
-        table = self._collection(collection)
-        self._check_owner(table, collection, rid, owner)
-        table.pop(rid, None)  # keep each collection in write order, as it reloads
-        table[rid] = (raw, owner, self._next_seq())
-        self._mark((collection, rid))
-
-    async def delete_record(self, collection: str, record_id: str, *, user_id: str | None = None) -> bool:
-        """Delete one record; ``True`` if it existed (and was visible to ``user_id``)."""
-        return await self.delete_records(collection, [record_id], user_id=user_id) == 1
-
-    async def delete_records(self, collection: str, record_ids: Iterable[str], *, user_id: str | None = None) -> int:
-        """Delete many records of one collection; returns how many existed (and were visible)."""
-        await self._ready()
-        if isinstance(record_ids, str):
-            raise ValidationError("delete_records takes a list of ids, not one str")
-        ids = list(dict.fromkeys(check_id(r, what="record_id") for r in record_ids))
-        table = self._collection(collection)
-        if self._lazy:
-            await asyncio.gather(*(self._find_record(collection, rid) for rid in ids if rid not in table))
-        count = 0
-        for rid in ids:
-            blob = table.get(rid)
-            if blob is not None and (user_id is None or blob[1] == user_id):
-                del table[rid]
-                self._next_seq()
-                self._mark((collection, rid))
-                count += 1
-        if count:
-            await self._after_write()
-        return count
-
-    async def list_records(self, collection: str, *, user_id: str | None = None) -> list[dict[str, Any]]:
-        """Copies of every record of a collection (of ``user_id``, if given), in first-written order."""
-        await self._ready()
-        table = self._collection(collection)
-        return [orjson.loads(raw) for raw, owner, _ in table.values() if user_id is None or owner == user_id]
-
-    async def clear_collection(self, collection: str) -> int:
-        """Delete every record of a collection; returns how many there were."""
-        await self._ready()
-        table = self._collection(collection)
-        for rid in table:
-            self._mark((collection, rid))
-        count = len(table)
-        table.clear()
-        if count:
-            self._next_seq()
-            await self._after_write()
-        return count
-
     # -- introspection -----------------------------------------------------------------------------------------
 
     def stats(self) -> Stats:
-        """A snapshot of the store's counters; O(store) for the byte count, so not for hot paths."""
+        """A snapshot of the store's counters; cheap (no scan of the sessions, only of collection sizes)."""
+        quarantined = getattr(self._persistence, "quarantined", ())
         return Stats(
             state=self._state,
             sessions=len(self._sessions),
+            resident=len(self._lru) if self._bounded else len(self._sessions),
             records={name: len(table) for name, table in self._collections.items() if table},
-            bytes=sum(r.nbytes for r in self._sessions.values())
-            + sum(len(blob[0]) for table in self._collections.values() for blob in table.values()),
+            bytes=self._resident_bytes + sum(len(b[0]) for t in self._collections.values() for b in t.values()),
             dirty=len(self._dirty) + len(self._in_flight),
             flushes=self._flushes,
             flush_failures=self._flush_failures,
@@ -1170,6 +818,9 @@ class AsyncInMemoryDb:
             loads=self._loads,
             lazy_loads=self._lazy_loads,
             merged=self._merged,
+            evictions=self._evictions,
+            expirations=self._expirations,
+            quarantined=len(quarantined) if isinstance(quarantined, list | tuple) else 0,
         )
 
     def __repr__(self) -> str:

@@ -92,6 +92,7 @@ class SessionRecord:
         "session_id",
         "session_name",
         "session_type",
+        "size",
         "team_id",
         "updated_at",
         "user_id",
@@ -113,6 +114,7 @@ class SessionRecord:
     head: bytes
     runs: dict[str, bytes] | None
     runs_key: bool
+    size: int
 
     @classmethod
     def build(
@@ -174,6 +176,7 @@ class SessionRecord:
         rec.runs = _encode_runs(session.get("runs"))
         head = {k: v for k, v in session.items() if k != "runs" and k not in STORE_FIELDS}
         rec.head = dumps(head, what="")
+        rec.resize()
         return rec
 
     @classmethod
@@ -214,11 +217,27 @@ class SessionRecord:
         doc: dict[str, Any] = orjson.loads(self.doc_bytes(runs_limit, include_runs=include_runs))
         return doc
 
-    @property
-    def nbytes(self) -> int:
-        """Approximate encoded size: what a flush writes for this session."""
+    def resize(self) -> None:
+        """Recompute :attr:`size` (the approximate encoded size) from the payload."""
         runs = self.runs
-        return len(self.head) + 64 + (sum(len(r) + 1 for r in runs.values()) if runs else 0)
+        self.size = len(self.head) + 64 + (sum(len(r) + 1 for r in runs.values()) if runs else 0)
+
+    # -- eviction: the payload can be dropped and put back; the indexed fields stay --------------------------
+
+    @property
+    def resident(self) -> bool:
+        """False once :meth:`evict` dropped the payload (a real head is never empty)."""
+        return bool(self.head)
+
+    def evict(self) -> None:
+        """Drop the payload (head and runs), keeping the indexed fields; :meth:`refill` puts it back."""
+        self.head = b""
+        self.runs = None
+        self.size = 0
+
+    def refill(self, loaded: SessionRecord) -> None:
+        """Take the payload of ``loaded`` (the same version, read back from storage)."""
+        self.head, self.runs, self.runs_key, self.size = loaded.head, loaded.runs, loaded.runs_key, loaded.size
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """A decoded copy of one run, or None."""
@@ -241,8 +260,14 @@ class SessionRecord:
         if self.runs is None:
             self.runs = {}
             self.runs_key = True
+        old = self.runs.get(run_id)
+        self.size += len(run) - len(old) if old is not None else len(run) + 1
         self.runs[run_id] = run
 
     def remove_run(self, run_id: str) -> bool:
         """Remove one run; True if it existed."""
-        return self.runs is not None and self.runs.pop(run_id, None) is not None
+        old = self.runs.pop(run_id, None) if self.runs is not None else None
+        if old is None:
+            return False
+        self.size -= len(old) + 1
+        return True

@@ -33,7 +33,8 @@ class Stats:
 
     Attributes:
         state: ``"new"``, ``"starting"``, ``"open"``, ``"closing"`` or ``"closed"``.
-        sessions: sessions held in memory.
+        sessions: sessions known to the store (evicted ones included).
+        resident: sessions whose payload is in memory (not evicted).
         records: records per extra collection.
         bytes: approximate encoded size of everything held.
         dirty: records changed since the last successful flush.
@@ -45,10 +46,14 @@ class Stats:
         loads: records loaded at start.
         lazy_loads: records loaded on demand (``lazy=True``).
         merged: records merged with another replica's concurrent write.
+        evictions: sessions evicted to respect ``max_sessions`` / ``max_bytes``.
+        expirations: sessions evicted after ``ttl`` seconds idle.
+        quarantined: corrupt objects the persistence moved aside (``on_corrupt="quarantine"``).
     """
 
     state: str
     sessions: int
+    resident: int = 0
     records: dict[str, int] = field(default_factory=dict)
     bytes: int = 0
     dirty: int = 0
@@ -60,6 +65,9 @@ class Stats:
     loads: int = 0
     lazy_loads: int = 0
     merged: int = 0
+    evictions: int = 0
+    expirations: int = 0
+    quarantined: int = 0
 
 
 #: What happened: a flush wrote something, a flush failed, a snapshot was loaded at start, a record was

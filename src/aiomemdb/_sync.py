@@ -21,6 +21,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -118,7 +119,12 @@ class InMemoryDb:
         storage_dict: dict[str, Any] | None = None,
         durability: Durability = "interval",
         flush_interval: float = 1.0,
+        journal_path: str | Path | None = None,
+        journal_fsync: float = 1.0,
         lazy: bool = False,
+        max_sessions: int | None = None,
+        max_bytes: int | None = None,
+        ttl: float | None = None,
         max_backoff: float = 30.0,
         on_event: Callable[[Event], None] | None = None,
         clock: Callable[[], float] | None = None,
@@ -131,7 +137,12 @@ class InMemoryDb:
             storage_dict=storage_dict,
             durability=durability,
             flush_interval=flush_interval,
+            journal_path=journal_path,
+            journal_fsync=journal_fsync,
             lazy=lazy,
+            max_sessions=max_sessions,
+            max_bytes=max_bytes,
+            ttl=ttl,
             max_backoff=max_backoff,
             on_event=on_event,
             **kwargs,

@@ -11,24 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiomemdb._codec import (
+    SESSIONS,
     Envelope,
     check_collection,
-    decode_envelope,
+    check_stored_session,
     decode_envelope_full,
     in_write_order,
     object_name,
 )
-from aiomemdb._exceptions import AiomemdbError, CorruptDataError, PersistenceError
+from aiomemdb._exceptions import AiomemdbError, CorruptDataError, PersistenceError, ValidationError
 from aiomemdb.persistence._base import Changeset, Key, Snapshot
 
 __all__ = ["DirectoryPersistence"]
+
+logger = logging.getLogger("aiomemdb")
 
 _TMP_PREFIX = ".tmp-"
 _SUFFIX = ".json"
@@ -41,14 +45,31 @@ class DirectoryPersistence:
         path: the root directory (created if missing).
         fsync: fsync files and directories (turn off only for throwaway data: tests, benchmarks).
         max_workers: worker threads used for one load or save.
+        on_corrupt: ``"raise"`` (default): a corrupt file stops the load with
+            :class:`~aiomemdb.CorruptDataError`. ``"quarantine"``: it is moved to ``quarantine/`` under
+            ``path``, listed in :attr:`quarantined`, logged, and the rest loads.
+
+    Attributes:
+        quarantined: ``(file, reason)`` for every file moved aside by this instance.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True, max_workers: int = 4) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        max_workers: int = 4,
+        on_corrupt: Literal["raise", "quarantine"] = "raise",
+    ) -> None:
+        if on_corrupt not in ("raise", "quarantine"):
+            raise ValidationError(f"on_corrupt must be 'raise' or 'quarantine', got {on_corrupt!r}")
         self.path = Path(path)
         self.root = self.path / "v1"
         self._fsync = fsync
         self._max_workers = max(1, max_workers)
+        self._on_corrupt = on_corrupt
         self._made: set[str] = set()
+        self.quarantined: list[tuple[str, str]] = []
 
     def __repr__(self) -> str:
         return f"DirectoryPersistence({str(self.path)!r})"
@@ -102,8 +123,7 @@ class DirectoryPersistence:
             raise PersistenceError(f"cannot list {self.root}: {exc}", key=str(self.root), cause=exc) from exc
         return out
 
-    @staticmethod
-    def _read_many(files: Iterable[tuple[str, Path]]) -> list[tuple[str, Envelope]]:
+    def _read_many(self, files: Iterable[tuple[str, Path]]) -> list[tuple[str, Envelope]]:
         out = []
         for collection, path in files:
             try:
@@ -112,9 +132,32 @@ class DirectoryPersistence:
                 continue  # deleted between listing and reading
             except OSError as exc:
                 raise PersistenceError(f"cannot read {path}: {exc}", key=str(path), cause=exc) from exc
-            env = decode_envelope_full(raw, key=str(path), collection=collection, name=path.name[: -len(_SUFFIX)])
+            try:
+                env = self._decode(raw, path, collection)
+            except CorruptDataError as exc:
+                if self._on_corrupt == "raise":
+                    raise
+                self._quarantine(path, collection, exc)
+                continue
             out.append((collection, env))
         return out
+
+    @staticmethod
+    def _decode(raw: bytes, path: Path, collection: str) -> Envelope:
+        env = decode_envelope_full(raw, key=str(path), collection=collection, name=path.name[: -len(_SUFFIX)])
+        if collection == SESSIONS:
+            check_stored_session(env.id, env.data, key=str(path))
+        return env
+
+    def _quarantine(self, path: Path, collection: str, exc: CorruptDataError) -> None:
+        target_dir = self.path / "quarantine" / "v1" / collection
+        try:
+            target_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target_dir / path.name)
+        except OSError as move_exc:
+            raise PersistenceError(f"cannot quarantine {path}: {move_exc}", key=str(path), cause=move_exc) from exc
+        self.quarantined.append((str(path), str(exc)))
+        logger.warning("aiomemdb: quarantined corrupt %s: %s", path, exc)
 
     async def load_one(self, collection: str, record_id: str) -> dict[str, Any] | None:
         """Read one record, or ``None`` if it has no file."""
@@ -127,7 +170,7 @@ class DirectoryPersistence:
                 return None
             except OSError as exc:
                 raise PersistenceError(f"cannot read {path}: {exc}", key=str(path), cause=exc) from exc
-            return decode_envelope(raw, key=str(path), collection=collection, name=path.name[: -len(_SUFFIX)])[1]
+            return self._decode(raw, path, collection).data
 
         return await asyncio.to_thread(read)
 

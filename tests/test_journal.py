@@ -1,0 +1,152 @@
+"""durability="journal": every acknowledged write survives a crash, the journal is truncated after flushes.
+
+A "crash" here is a copy of the store's directory taken while the store is still running (what the disk
+holds at that instant); ``tests/test_crash.py`` kills real processes with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiomemdb import AsyncInMemoryDb, CorruptDataError, DirectoryPersistence, HookPersistence, ValidationError
+
+
+def crash_image(src: Path, dst: Path) -> Path:
+    """What a crash at this instant would leave on disk."""
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture
+async def journaled(tmp_path: Path) -> AsyncIterator[AsyncInMemoryDb]:
+    db = AsyncInMemoryDb(persistence=DirectoryPersistence(tmp_path / "live"), durability="journal", flush_interval=3600)
+    async with db:
+        yield db
+
+
+def segments(root: Path) -> list[str]:
+    journal = root / "journal"
+    return sorted(p.name for p in journal.iterdir()) if journal.exists() else []
+
+
+async def test_acknowledged_writes_survive_a_crash(journaled: AsyncInMemoryDb, tmp_path: Path) -> None:
+    """Every write that returned is recovered from the journal after a crash, with versions and order."""
+    db = journaled
+    await db.upsert_session({"session_id": "a", "user_id": "u", "runs": [{"run_id": "r0"}]})
+    await db.upsert_run("a", {"run_id": "r1", "text": "hello"})
+    await db.upsert_run("a", {"run_id": "r0", "text": "edited"})
+    await db.delete_run("a", "r1")
+    await db.upsert_session({"session_id": "b"})
+    await db.upsert_session({"session_id": "c"})
+    await db.delete_session("b")
+    await db.rename_session("c", "named")
+    await db.put_record("memories", "m1", {"user_id": "u", "memory": "tea"})
+    await db.put_record("memories", "m2", {"memory": "gone"})
+    await db.delete_record("memories", "m2")
+    expected = await db.get_all_sessions()
+    image = crash_image(tmp_path / "live", tmp_path / "image")
+    assert not (image / "v1").exists() or not any((image / "v1").rglob("*.json"))  # nothing was flushed
+    async with AsyncInMemoryDb(persistence=DirectoryPersistence(image), durability="journal") as recovered:
+        assert await recovered.get_all_sessions() == expected
+        assert await recovered.list_records("memories") == [{"user_id": "u", "memory": "tea"}]
+        assert recovered.stats().dirty == 5  # replayed writes are pending until the next flush
+
+
+async def test_flush_truncates_the_journal(journaled: AsyncInMemoryDb, tmp_path: Path) -> None:
+    """A successful flush deletes the journal segments it covered; later writes go to a new segment."""
+    db = journaled
+    await db.upsert_session({"session_id": "a"})
+    assert segments(tmp_path / "live") == ["journal-000000000001.jsonl"]
+    await db.flush()
+    assert segments(tmp_path / "live") == []
+    await db.upsert_session({"session_id": "b"})
+    assert segments(tmp_path / "live") == ["journal-000000000002.jsonl"]
+    image = crash_image(tmp_path / "live", tmp_path / "image")
+    async with AsyncInMemoryDb(persistence=DirectoryPersistence(image), durability="journal") as recovered:
+        assert {s["session_id"] for s in await recovered.get_all_sessions()} == {"a", "b"}
+
+
+async def test_drop_and_clear_replay(journaled: AsyncInMemoryDb, tmp_path: Path) -> None:
+    """drop() and clear_collection() are journaled and replayed."""
+    db = journaled
+    await db.upsert_session({"session_id": "a"})
+    await db.put_record("notes", "n1", {"x": 1})
+    await db.flush()
+    await db.upsert_session({"session_id": "b"})
+    await db.drop()
+    await db.upsert_session({"session_id": "c"})
+    await db.put_record("notes", "n2", {"x": 2})
+    await db.put_record("notes", "n3", {"x": 3})
+    await db.clear_collection("notes")
+    image = crash_image(tmp_path / "live", tmp_path / "image")
+    async with AsyncInMemoryDb(persistence=DirectoryPersistence(image), durability="journal") as recovered:
+        assert [s["session_id"] for s in await recovered.get_all_sessions()] == ["c"]
+        assert await recovered.list_records("notes") == []
+        await recovered.flush()
+    async with AsyncInMemoryDb(persistence=DirectoryPersistence(image)) as reopened:
+        assert [s["session_id"] for s in await reopened.get_all_sessions()] == ["c"]
+
+
+async def test_torn_last_line_is_dropped(journaled: AsyncInMemoryDb, tmp_path: Path) -> None:
+    """A half-written final entry (the process died mid-append) is dropped and cut off, not fatal."""
+    await journaled.upsert_session({"session_id": "a"})
+    image = crash_image(tmp_path / "live", tmp_path / "image")
+    segment = image / "journal" / "journal-000000000001.jsonl"
+    intact = segment.read_bytes()
+    segment.write_bytes(intact + b'{"op":"put","c":"sessions","id":"b","seq":1,"doc":{"session_')
+    async with AsyncInMemoryDb(persistence=DirectoryPersistence(image), durability="journal") as recovered:
+        assert [s["session_id"] for s in await recovered.get_all_sessions()] == ["a"]
+    assert not segment.exists() or segment.read_bytes() == intact
+
+
+async def test_corrupt_middle_line_raises_with_offset(journaled: AsyncInMemoryDb, tmp_path: Path) -> None:
+    """An unreadable entry followed by valid ones is corruption: CorruptDataError names the byte offset."""
+    await journaled.upsert_session({"session_id": "a"})
+    await journaled.upsert_session({"session_id": "b"})
+    image = crash_image(tmp_path / "live", tmp_path / "image")
+    segment = image / "journal" / "journal-000000000001.jsonl"
+    lines = segment.read_bytes().split(b"\n")
+    segment.write_bytes(b"\n".join([lines[0], b"{garbage", *lines[1:]]))
+    db = AsyncInMemoryDb(persistence=DirectoryPersistence(image), durability="journal")
+    with pytest.raises(CorruptDataError) as info:
+        await db.start()
+    assert info.value.key == f"{segment}:{len(lines[0]) + 1}"
+
+
+async def test_fsync_per_write_and_explicit_path(tmp_path: Path) -> None:
+    """journal_fsync=0 works, and any persistence can journal when given a journal_path."""
+    blob: dict[str, Any] = {}
+
+    async def load() -> dict[str, Any] | None:
+        return blob.get("snapshot")
+
+    async def save(snapshot: dict[str, Any]) -> None:
+        blob["snapshot"] = snapshot
+
+    with pytest.raises(ValidationError, match="journal_path"):
+        AsyncInMemoryDb(persistence=HookPersistence(load=load, save=save), durability="journal")
+    async with AsyncInMemoryDb(
+        persistence=HookPersistence(load=load, save=save),
+        durability="journal",
+        journal_path=tmp_path / "j",
+        journal_fsync=0,
+        flush_interval=3600,
+    ) as db:
+        await db.upsert_session({"session_id": "a"})
+        image = crash_image(tmp_path / "j", tmp_path / "j2")
+    assert "snapshot" in blob  # the close flushed
+    async with AsyncInMemoryDb(
+        persistence=HookPersistence(load=load, save=save), durability="journal", journal_path=image
+    ) as recovered:
+        assert await recovered.get_session("a") is not None
+
+
+def test_journal_path_needs_journal_durability(tmp_path: Path) -> None:
+    """journal_path without durability='journal' is a mistake and is refused."""
+    with pytest.raises(ValidationError):
+        AsyncInMemoryDb(persistence=DirectoryPersistence(tmp_path), journal_path=tmp_path / "j")
