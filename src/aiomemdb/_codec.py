@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterable
@@ -66,14 +67,39 @@ def dumps(value: Any, *, what: str = "value") -> bytes:
         SerializationError: the value (or something inside it) cannot be encoded; ``path`` says where.
     """
     try:
-        return orjson.dumps(value, default=_default, option=_OPTS)
+        data = orjson.dumps(value, default=_default, option=_OPTS)
     except orjson.JSONEncodeError as exc:
         path, reason = _find_bad(value, "")
         where = (what + path).lstrip(".")
         raise SerializationError(f"{where or 'value'} cannot be stored as JSON: {reason or exc}", path=where) from exc
+    # orjson writes NaN and ±Infinity as null, which would silently change the value; they only ever appear
+    # where the output says null, so the (slower) search runs only then.
+    if b"null" in data and _has_nonfinite(value):
+        path, reason = _find_bad(value, "")
+        where = (what + path).lstrip(".")
+        raise SerializationError(f"{where or 'value'} cannot be stored as JSON: {reason}", path=where)
+    return data
 
 
-_LEAVES: tuple[type, ...] = (str, bool, float, type(None), datetime, date, time, uuid.UUID, enum.Enum)
+def _has_nonfinite(value: Any) -> bool:
+    stack = [value]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind is dict:
+            extend(item.values())
+        elif kind is list or kind is tuple:
+            extend(item)
+        elif kind is float:
+            if not math.isfinite(item):
+                return True
+        elif kind not in (str, int, bool, type(None)) and _find_bad(item, "") != ("", ""):
+            return True  # dataclasses, pydantic models, subclasses: the general search decides
+    return False
+
+
+_LEAVES: tuple[type, ...] = (str, bool, type(None), datetime, date, time, uuid.UUID, enum.Enum)
 
 
 def _find_bad(value: Any, path: str) -> tuple[str, str]:
@@ -83,6 +109,10 @@ def _find_bad(value: Any, path: str) -> tuple[str, str]:
     while stack:
         item, where = stack.pop()
         if isinstance(item, _LEAVES):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return where, f"{item} has no JSON form (orjson would store null)"
             continue
         if isinstance(item, int):
             if not -(2**63) <= item < 2**64:

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeVar
+from typing import Any, Final, Literal, Self, TypedDict, TypeVar
 
 import orjson
 
@@ -45,7 +45,7 @@ from aiomemdb.persistence._base import Key, Persistence
 from aiomemdb.persistence._directory import DirectoryPersistence
 from aiomemdb.persistence._hooks import HookPersistence
 
-__all__ = ["AsyncInMemoryDb", "Durability", "RecordFn", "SessionFn", "SortBy", "SortOrder"]
+__all__ = ["AsyncInMemoryDb", "Durability", "RecordFn", "SessionFn", "SortBy", "SortOrder", "StoreOptions"]
 
 SortBy = Literal["updated_at", "created_at", "session_id"]
 SortOrder = Literal["asc", "desc"]
@@ -54,6 +54,27 @@ T = TypeVar("T")
 
 _DURABILITY: Final = ("interval", "write", "manual", "journal")
 _SORT_BY: Final = ("updated_at", "created_at", "session_id")
+
+
+class StoreOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`AsyncInMemoryDb`, for the classes that create one for you
+    (:class:`~aiomemdb.InMemoryDb`, the Agno adapters). See :class:`AsyncInMemoryDb` for their meaning."""
+
+    persistence: Persistence | None
+    load: Callable[[], Awaitable[Mapping[str, Any] | None]] | None
+    save: Callable[[dict[str, Any]], Awaitable[None]] | None
+    storage_dict: dict[str, Any] | None
+    durability: Durability
+    flush_interval: float
+    journal_path: str | Path | None
+    journal_fsync: float
+    lazy: bool
+    max_sessions: int | None
+    max_bytes: int | None
+    ttl: float | None
+    max_backoff: float
+    on_event: Callable[[Event], None] | None
+    clock: Callable[[], float]
 
 
 def _positive(value: float | None, what: str) -> float | None:

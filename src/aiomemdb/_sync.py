@@ -20,15 +20,13 @@ import asyncio
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, Unpack
 
-from aiomemdb._core import AsyncInMemoryDb, Durability, RecordFn, SortBy, SortOrder
+from aiomemdb._core import AsyncInMemoryDb, RecordFn, SortBy, SortOrder, StoreOptions
 from aiomemdb._exceptions import ClosedError
-from aiomemdb._stats import Event, FlushReport, Stats
-from aiomemdb.persistence._base import Persistence
+from aiomemdb._stats import FlushReport, Stats
 
 __all__ = ["InMemoryDb"]
 
@@ -110,43 +108,8 @@ class InMemoryDb:
     first, with a final flush.
     """
 
-    def __init__(
-        self,
-        *,
-        persistence: Persistence | None = None,
-        load: Callable[[], Awaitable[Mapping[str, Any] | None]] | None = None,
-        save: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-        storage_dict: dict[str, Any] | None = None,
-        durability: Durability = "interval",
-        flush_interval: float = 1.0,
-        journal_path: str | Path | None = None,
-        journal_fsync: float = 1.0,
-        lazy: bool = False,
-        max_sessions: int | None = None,
-        max_bytes: int | None = None,
-        ttl: float | None = None,
-        max_backoff: float = 30.0,
-        on_event: Callable[[Event], None] | None = None,
-        clock: Callable[[], float] | None = None,
-    ) -> None:
-        kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
-        self._db = AsyncInMemoryDb(
-            persistence=persistence,
-            load=load,
-            save=save,
-            storage_dict=storage_dict,
-            durability=durability,
-            flush_interval=flush_interval,
-            journal_path=journal_path,
-            journal_fsync=journal_fsync,
-            lazy=lazy,
-            max_sessions=max_sessions,
-            max_bytes=max_bytes,
-            ttl=ttl,
-            max_backoff=max_backoff,
-            on_event=on_event,
-            **kwargs,
-        )
+    def __init__(self, **options: Unpack[StoreOptions]) -> None:
+        self._db = AsyncInMemoryDb(**options)
         self._portal = _Portal()
         self._finalizer = weakref.finalize(self, _finalize, self._portal, self._db)
         try:

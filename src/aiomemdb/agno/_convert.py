@@ -1,0 +1,100 @@
+"""Conversions between agno's objects and the JSON dicts the core stores, plus the small sorting helpers.
+
+Sessions are stored as agno's own ``to_dict()`` output (plus ``session_type``), runs as ``run.to_dict()``, other
+records as agno writes them in its ``InMemoryDb``: the stored data is plain JSON and loads in any agno adapter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from agno.db.base import SessionType
+from agno.db.in_memory.utils import apply_sorting
+from agno.db.utils import deserialize_session
+from agno.session import AgentSession, TeamSession, WorkflowSession
+
+__all__ = [
+    "now",
+    "page",
+    "run_to_dict",
+    "session_row",
+    "session_type_value",
+    "sort_rows",
+    "to_session",
+]
+
+T = TypeVar("T")
+
+
+def now() -> int:
+    """Unix seconds, as agno stamps its records."""
+    return int(time.time())
+
+
+def session_type_value(session_type: Any) -> str | None:
+    """``SessionType.AGENT`` or ``"agent"`` -> ``"agent"``; ``None`` stays ``None``."""
+    if session_type is None:
+        return None
+    if isinstance(session_type, SessionType):
+        return session_type.value
+    return str(session_type)
+
+
+def session_row(session: Any) -> dict[str, Any]:
+    """The stored form of a session, without its runs (they are written one by one by ``upsert_run``)."""
+    if isinstance(session, dict):
+        row = {k: v for k, v in session.items() if k != "runs"}
+    else:
+        row = session.to_dict(include_runs=False)
+    if isinstance(session, AgentSession):
+        row["session_type"] = SessionType.AGENT.value
+    elif isinstance(session, TeamSession):
+        row["session_type"] = SessionType.TEAM.value
+    elif isinstance(session, WorkflowSession):
+        row["session_type"] = SessionType.WORKFLOW.value
+    elif row.get("session_type") is not None:
+        row["session_type"] = session_type_value(row["session_type"])
+    return row
+
+
+def session_runs(session: Any) -> list[Any]:
+    """The runs a session object (or dict) carries."""
+    runs = session.get("runs") if isinstance(session, dict) else getattr(session, "runs", None)
+    return list(runs or [])
+
+
+def run_to_dict(run: Any) -> dict[str, Any]:
+    """A run object or dict as the dict agno stores."""
+    if isinstance(run, dict):
+        return run
+    result: dict[str, Any] = run.to_dict()
+    return result
+
+
+def to_session(session_type: Any, doc: dict[str, Any]) -> Any:
+    """A stored session dict as agno's Session class (chosen by ``session_type``, else detected)."""
+    return deserialize_session(session_type, doc)
+
+
+def sort_rows(rows: list[dict[str, Any]], sort_by: str | None, sort_order: str | None) -> list[dict[str, Any]]:
+    """agno's in-memory sorting: descending unless ``"asc"``, ``None`` last; unknown fields leave the order."""
+    result: list[dict[str, Any]] = apply_sorting(rows, sort_by, sort_order)
+    return result
+
+
+def page(items: Sequence[T], limit: int | None, page_number: int | None) -> list[T]:
+    """agno's pagination: no ``limit`` returns everything; ``page`` is 1-based."""
+    if limit is None:
+        return list(items)
+    start = (page_number - 1) * limit if page_number is not None else 0
+    return list(items[start : start + limit])
+
+
+def first(items: Sequence[T], pred: Callable[[T], bool]) -> T | None:
+    """The first item matching ``pred``, or ``None``."""
+    for item in items:
+        if pred(item):
+            return item
+    return None
