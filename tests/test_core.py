@@ -689,3 +689,18 @@ def test_bad_options_rejected() -> None:
 
     with pytest.raises(ValidationError):
         AsyncInMemoryDb(persistence=DirectoryPersistence("/tmp/x"), load=load)
+
+
+async def test_get_run_and_row_only_upsert_return(db: AsyncInMemoryDb) -> None:
+    """get_run decodes one run (owner-guarded); upsert_session(include_runs=False) returns the row only."""
+    await db.upsert_session(session("s1", user_id="alice", runs=runs(3)))
+    assert await db.get_run("s1", "r1") == runs(3)[1]
+    assert await db.get_run("s1", "nope") is None
+    assert await db.get_run("missing", "r1") is None
+    assert await db.get_run("s1", "r1", user_id="bob") is None
+    row = await db.upsert_session(session("s1", user_id="alice", summary="x"), include_runs=False)
+    assert "runs" not in row
+    assert row["summary"] == "x"
+    stored = await db.get_session("s1")
+    assert stored is not None
+    assert len(stored["runs"]) == 3

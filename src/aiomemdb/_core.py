@@ -336,6 +336,15 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             session_id, lambda r: r.to_dict(runs_limit) if user_id is None or r.user_id == user_id else None
         )
 
+    async def get_run(self, session_id: str, run_id: str, *, user_id: str | None = None) -> dict[str, Any] | None:
+        """Return a copy of one run of a session (O(1): only that run is decoded), or ``None``."""
+        await self._ready()
+        check_id(session_id, what="session_id")
+        check_id(run_id, what="run_id")
+        return await self._read(
+            session_id, lambda r: r.get_run(run_id) if user_id is None or r.user_id == user_id else None
+        )
+
     async def get_sessions(
         self,
         *,
@@ -477,6 +486,7 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
         *,
         expected_version: int | None = None,
         preserve_updated_at: bool = False,
+        include_runs: bool = True,
     ) -> dict[str, Any]:
         """Create or replace a session and return the stored copy.
 
@@ -487,6 +497,8 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             session: a JSON-compatible dict with a ``session_id``; neither kept nor mutated.
             expected_version: write only if the stored ``version`` equals this (``0``: only if absent).
             preserve_updated_at: keep the caller's ``created_at``/``updated_at`` (imports).
+            include_runs: ``False`` returns the stored session without its runs, so saving a long session's
+                row does not pay for decoding its whole history.
 
         Raises:
             ValidationError, SerializationError: the session cannot be stored; nothing changed.
@@ -502,7 +514,7 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             payload="runs" not in session,  # the stored runs are carried over
         )
         await self._after_write()
-        return rec.to_dict()
+        return rec.to_dict(include_runs=include_runs)
 
     async def upsert_sessions(
         self, sessions: Sequence[Mapping[str, Any]], *, preserve_updated_at: bool = False

@@ -165,6 +165,10 @@ class InMemoryDb:
         """See :meth:`AsyncInMemoryDb.get_session`."""
         return self._portal.call(self._db.get_session(session_id, user_id=user_id, runs_limit=runs_limit))
 
+    def get_run(self, session_id: str, run_id: str, *, user_id: str | None = None) -> dict[str, Any] | None:
+        """See :meth:`AsyncInMemoryDb.get_run`."""
+        return self._portal.call(self._db.get_run(session_id, run_id, user_id=user_id))
+
     def get_sessions(
         self,
         *,
@@ -217,10 +221,16 @@ class InMemoryDb:
         *,
         expected_version: int | None = None,
         preserve_updated_at: bool = False,
+        include_runs: bool = True,
     ) -> dict[str, Any]:
         """See :meth:`AsyncInMemoryDb.upsert_session`."""
         return self._portal.call(
-            self._db.upsert_session(session, expected_version=expected_version, preserve_updated_at=preserve_updated_at)
+            self._db.upsert_session(
+                session,
+                expected_version=expected_version,
+                preserve_updated_at=preserve_updated_at,
+                include_runs=include_runs,
+            )
         )
 
     def upsert_sessions(

@@ -132,7 +132,7 @@ class SessionOps:
     def _op_upsert_session(self, session: Any, deserialize: bool | None, preserve_updated_at: bool = False) -> Op[Any]:
         row = session_row(session)
         try:
-            stored = yield call("upsert_session", row, preserve_updated_at=preserve_updated_at)
+            stored = yield call("upsert_session", row, preserve_updated_at=preserve_updated_at, include_runs=False)
         except OwnershipError:
             return None  # agno's owner guard: an owned session is only writable by its owner
         runs = session_runs(session)
@@ -147,7 +147,9 @@ class SessionOps:
                 full["runs"] = [run_to_dict(r) for r in runs]
             # ConflictError: another writer got there first, and its version stands
             with contextlib.suppress(ConflictError):
-                stored = yield call("upsert_session", full, expected_version=1, preserve_updated_at=True)
+                stored = yield call(
+                    "upsert_session", full, expected_version=1, preserve_updated_at=True, include_runs=False
+                )
         stored.pop("runs", None)
         if not deserialize:
             stored["runs"] = [run_to_dict(r) for r in runs]
@@ -205,15 +207,8 @@ class SessionOps:
         if run_id is None:
             raise ValueError("Run must have a run_id")
         if "run_index" not in run_dict:
-            # agno keeps the index a run was first written with. A run being re-saved is almost always one of
-            # the last two (status updates of the current run), so read that tail; a run not in it is new.
-            tail = yield call("get_session", session_id, user_id=user_id, runs_limit=2)
-            tail_runs = (tail or {}).get("runs") or []
-            old = next((r for r in tail_runs if r.get("run_id") == run_id), None)
-            if old is None and run_index is None and len(tail_runs) == 2:
-                # an index-less save of an older run: look through the whole history
-                doc = yield call("get_session", session_id, user_id=user_id)
-                old = next((r for r in (doc or {}).get("runs") or [] if r.get("run_id") == run_id), None)
+            # agno keeps the index a run was first written with: read the stored run (O(1), one run decoded)
+            old = yield call("get_run", session_id, run_id, user_id=user_id)
             if old is not None and "run_index" in old:
                 run_dict = {**run_dict, "run_index": old["run_index"]}
             elif old is None and run_index is not None:
