@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+# agno sends usage telemetry from a background thread by default; tests (and the subprocesses they start:
+# examples, README snippets, the CLI) must never reach the network.
+os.environ["AGNO_TELEMETRY"] = "false"
 
 
 @pytest.fixture(scope="session")

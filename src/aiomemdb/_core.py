@@ -16,6 +16,7 @@ expiry) and ``_collections.py`` (named record collections). This file holds the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 import warnings
@@ -230,6 +231,10 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             except BaseException as exc:
                 self._state = NEW
                 self._last_error = repr(exc)
+                if self._persistence is not None:
+                    # release what open() acquired (an S3 client); the next start() opens it again
+                    with contextlib.suppress(Exception):
+                        await self._persistence.aclose()
                 raise
             if self._persistence is not None and self._durability != "manual":
                 self._tasks.append(loop.create_task(self._flush_forever(), name="aiomemdb-flusher"))
@@ -366,10 +371,15 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
         """List sessions matching every given filter, one page at a time.
 
         Args:
-            user_id, agent_id, team_id, workflow_id, session_type: exact matches.
+            user_id: exact match on the owner.
+            agent_id: exact match.
+            team_id: exact match.
+            workflow_id: exact match.
             component_id: matches the agent, team or workflow id.
+            session_type: exact match (``"agent"``, ``"team"``, ``"workflow"``).
             session_name: case-insensitive substring of ``session_data.session_name``.
-            start_timestamp, end_timestamp: inclusive bounds on ``created_at``.
+            start_timestamp: inclusive lower bound on ``created_at``.
+            end_timestamp: inclusive upper bound on ``created_at``.
             sort_by: ``"updated_at"`` (ties: the later write first when descending), ``"created_at"`` or
                 ``"session_id"``.
             sort_order: ``"desc"`` or ``"asc"``.

@@ -82,8 +82,9 @@ class Event:
     Attributes:
         kind: see :data:`EventKind`.
         at: unix time it happened.
-        data: details: ``upserts``/``deletes``/``bytes``/``duration`` for flushes, ``error``/``attempt`` for
-            failures, ``records``/``duration`` for loads, ``collection``/``id`` for per-record events.
+        data: details: ``upserts``/``deletes``/``bytes``/``duration`` for flushes, ``error``/``keys`` (how
+            many changes stay dirty) for failures, ``records``/``duration`` for loads (``journal_entries``
+            for a journal replay), ``collection``/``id`` for per-record events.
     """
 
     kind: EventKind

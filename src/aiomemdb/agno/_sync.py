@@ -39,14 +39,23 @@ class InMemoryDb(SessionOps, RecordOps, TraceOps, LearningOps, BaseDb):
     persistence, and safety under agno's background threads.
 
     Args:
-        storage_dict: the caller's dict becomes the live session storage (``session_id -> session dict``).
-        persistence: where data lives between runs, e.g. ``DirectoryPersistence(path)``; memories, metrics,
-            knowledge, evals, traces and learnings are persisted with the sessions.
-        **options: the store's options (``durability``, ``flush_interval``, ``journal_path``, ``lazy``,
-            ``max_sessions``, ``on_event`` …), passed to :class:`aiomemdb.InMemoryDb`.
         store: use this existing store instead of creating one (it is not closed by :meth:`close`).
         run_cache_size: how many sessions keep their deserialised run objects for reuse (0: none).
-        id, session_table, ...: agno's database id and table names; each table is a collection of the store.
+        id: agno's database id.
+        session_table: agno's table names (this and the ``*_table`` arguments after it); each table is a
+            collection of the store.
+        memory_table: see ``session_table``.
+        metrics_table: see ``session_table``.
+        eval_table: see ``session_table``.
+        knowledge_table: see ``session_table``.
+        traces_table: see ``session_table``.
+        spans_table: see ``session_table``.
+        versions_table: see ``session_table``.
+        learnings_table: see ``session_table``.
+        **options: the store's options, passed to :class:`aiomemdb.InMemoryDb`: ``storage_dict`` (the caller's dict
+            becomes the live session storage), ``persistence`` (e.g. ``DirectoryPersistence(path)``;
+            memories, metrics, knowledge, evals, traces and learnings are persisted with the sessions),
+            ``durability``, ``flush_interval``, ``journal_path``, ``lazy``, ``max_sessions``, ``on_event`` …
     """
 
     def __init__(
