@@ -20,7 +20,7 @@ class Backend:
     def make(self) -> Persistence:
         raise NotImplementedError
 
-    def assert_contained(self) -> None:
+    async def assert_contained(self) -> None:
         """Assert that nothing was written outside this backend's root."""
 
 
@@ -35,7 +35,7 @@ class DirectoryBackend(Backend):
     def make(self) -> Persistence:
         return DirectoryPersistence(self.root, fsync=False)
 
-    def assert_contained(self) -> None:
+    async def assert_contained(self) -> None:
         files = [p for p in self.root.parent.rglob("*") if p.is_file()]
         assert files, "nothing was written"
         for path in files:
@@ -60,7 +60,7 @@ class HooksBackend(Backend):
 
         return HookPersistence(load=load, save=save)
 
-    def assert_contained(self) -> None:
+    async def assert_contained(self) -> None:
         assert self.blob is not None
         assert set(orjson.loads(self.blob)) == {"format_version", "collections"}
 
@@ -78,29 +78,15 @@ class S3Backend(Backend):
 
         return S3Persistence(self.bucket, prefix=self.prefix, **self.options)
 
-    def assert_contained(self) -> None:
-        import asyncio
-
+    async def assert_contained(self) -> None:
         from aiobotocore.session import get_session
 
-        async def keys() -> list[str]:
-            async with get_session().create_client("s3", **self.options) as client:
-                out: list[str] = []
-                paginator = client.get_paginator("list_objects_v2")
-                async for page in paginator.paginate(Bucket=self.bucket):
-                    out.extend(o["Key"] for o in page.get("Contents", []))
-                return out
-
-        found = asyncio.run(keys()) if not _loop_running() else []
-        for key in found:
+        async with get_session().create_client("s3", **self.options) as client:
+            keys: list[str] = []
+            paginator = client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket):
+                keys.extend(o["Key"] for o in page.get("Contents", []))
+        assert keys, "nothing was written"
+        for key in keys:
             assert key.startswith(f"{self.prefix}/v1/sessions/"), key
-
-
-def _loop_running() -> bool:
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+            assert "/" not in key[len(f"{self.prefix}/v1/sessions/") :], key

@@ -52,11 +52,13 @@ async def s3_bucket(s3_client_options: dict[str, str]) -> str:
     return name
 
 
-@pytest.fixture(params=["directory", "hooks"])
+@pytest.fixture(params=["directory", "hooks", "s3"])
 def backend(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
     """Each persistence in turn, as a factory of fresh instances over the same stored data."""
-    from .backends import DirectoryBackend, HooksBackend
+    from .backends import DirectoryBackend, HooksBackend, S3Backend
 
     if request.param == "directory":
         return DirectoryBackend(tmp_path)
-    return HooksBackend()
+    if request.param == "hooks":
+        return HooksBackend()
+    return S3Backend(request.getfixturevalue("s3_bucket"), request.getfixturevalue("s3_client_options"))

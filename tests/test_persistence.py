@@ -219,7 +219,7 @@ async def test_hostile_ids_round_trip(backend: Backend) -> None:
             await db.upsert_session(sess(sid, n_runs=0))
     async with AsyncInMemoryDb(persistence=backend.make()) as db2:
         assert {s["session_id"] for s in await db2.get_all_sessions()} == set(ids)
-    backend.assert_contained()
+    await backend.assert_contained()
 
 
 # -- directory specifics ----------------------------------------------------------------------------------------
@@ -393,3 +393,19 @@ def test_validation_error_types() -> None:
     """ValidationError is a ValueError and PersistenceError an OSError, so generic handlers still work."""
     assert issubclass(ValidationError, ValueError)
     assert issubclass(PersistenceError, OSError)
+
+
+async def test_refresh_takes_the_stored_version(backend: Backend) -> None:
+    """refresh() replaces a session with its stored version (dropping unflushed local changes), or forgets it."""
+    async with AsyncInMemoryDb(persistence=backend.make(), durability="manual") as db:
+        await db.upsert_session(sess("a", summary="stored"))
+        await db.flush()
+        await db.upsert_session(sess("a", summary="local only"))
+        await db.upsert_session(sess("b"))
+        refreshed = await db.refresh("a")
+        assert refreshed is not None
+        assert refreshed["summary"] == "stored"
+        assert (await db.get_session("a") or {})["summary"] == "stored"
+        assert await db.refresh("b") is None  # never stored: dropped from memory
+        assert await db.get_session("b") is None
+        assert db.stats().dirty == 0

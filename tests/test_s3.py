@@ -647,3 +647,34 @@ async def test_two_stores_raise_policy_surfaces_conflict_through_flush(
         final = await check.get_session("chat")
     assert final is not None
     assert run_ids(final) == ["base-run-0", "a-0", "b-0"]
+
+
+async def test_raise_policy_conflict_is_resolved_with_refresh(
+    store: Callable[..., Any], s3_bucket: str, s3_client_options: dict[str, str]
+) -> None:
+    """Under on_conflict='raise', ConflictError.keys names the session; refresh() takes the stored version,
+    and re-applying the local change on top flushes cleanly, so both writers' runs end up in S3."""
+    from aiomemdb import AsyncInMemoryDb
+
+    async with store() as seed:
+        await seed.upsert_session(agent_session("chat", tag="base-"))
+    persistence = S3Persistence(s3_bucket, "app", on_conflict="raise", **s3_client_options)
+    async with store() as a, AsyncInMemoryDb(persistence=persistence, durability="manual") as b:
+        await a.upsert_run("chat", {"run_id": "a-0"})
+        await b.upsert_run("chat", {"run_id": "b-0"})
+        await a.flush()
+        with pytest.raises(ConflictError) as info:
+            await b.flush()
+        assert info.value.keys == (("sessions", "chat"),)
+        mine = await b.get_run("chat", "b-0")
+        theirs = await b.refresh("chat")
+        assert theirs is not None
+        assert run_ids(theirs) == ["base-run-0", "a-0"]
+        assert b.stats().dirty == 0
+        assert mine is not None
+        await b.upsert_run("chat", mine)
+        assert (await b.flush()).upserts == 1
+    async with store() as check:
+        final = await check.get_session("chat")
+    assert final is not None
+    assert run_ids(final) == ["base-run-0", "a-0", "b-0"]

@@ -33,6 +33,7 @@ from aiomemdb._durability import DurabilityMixin
 from aiomemdb._exceptions import (
     ClosedError,
     ConflictError,
+    CorruptDataError,
     NotFoundError,
     OwnershipError,
     ValidationError,
@@ -41,7 +42,7 @@ from aiomemdb._journal import Journal
 from aiomemdb._memory import MemoryMixin
 from aiomemdb._record import SessionRecord
 from aiomemdb._stats import Event, Stats
-from aiomemdb._store import CLOSED, CLOSING, NEW, OPEN, STARTING, Durability, check_limit
+from aiomemdb._store import CLOSED, CLOSING, NEW, OPEN, STARTING, Durability, check_limit, stamp
 from aiomemdb.persistence._base import Key, Persistence
 from aiomemdb.persistence._directory import DirectoryPersistence
 from aiomemdb.persistence._hooks import HookPersistence
@@ -654,6 +655,40 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             return None
         await self._after_write()
         return rec.to_dict()
+
+    async def refresh(self, session_id: str) -> dict[str, Any] | None:
+        """Replace the session in memory with the version in storage, discarding unflushed local changes.
+
+        For replicas sharing storage: take another replica's newer version, or resolve a
+        :class:`~aiomemdb.ConflictError` raised by a flush under ``on_conflict="raise"`` (then re-apply your
+        change on top, e.g. with :meth:`update_session`). Returns the stored session, or ``None`` (and the
+        session is dropped from memory) when storage has none.
+        """
+        await self._ready()
+        check_id(session_id, what="session_id")
+        if self._persistence is None:
+            raise ValidationError("refresh needs a persistence to read from")
+        key = (SESSIONS, session_id)
+        entry = await self._lock(session_id)
+        try:
+            doc = await self._persistence.load_one(SESSIONS, session_id)
+            self._dirty.pop(key, None)
+            current = self._sessions.get(session_id)
+            if doc is None:
+                if current is not None:
+                    self._forget(session_id, current)
+                if self._mirror is not None:
+                    self._mirror.pop(session_id, None)
+                return None
+            where = f"{SESSIONS}/{session_id}"
+            rec = SessionRecord.from_stored(doc, seq=self._next_seq(), key=where)
+            if rec.session_id != session_id:
+                raise CorruptDataError(f"{where}: contains session_id {rec.session_id!r}", key=where)
+            self._install_session(session_id, rec)
+            self._journal_append(stamp(b"put", session_id, rec) + b',"doc":' + rec.doc_bytes() + b"}")
+            return rec.to_dict()
+        finally:
+            self._unlock(session_id, entry)
 
     async def delete_session(self, session_id: str, *, user_id: str | None = None) -> bool:
         """Delete a session; ``True`` if it existed (and was visible to ``user_id``)."""

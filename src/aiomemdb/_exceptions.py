@@ -55,16 +55,27 @@ class ConflictError(AiomemdbError):
     """A conditional write failed: a stale ``expected_version``, or another replica's concurrent write.
 
     Attributes:
-        key: the record (or session id) in conflict.
+        key: the record (or session id, or storage key) in conflict; the first one if there are several.
         expected: the version (or ETag) the writer expected, if known.
         actual: the version (or ETag) found, if known.
+        keys: every conflicting record as ``(collection, id)`` when a flush met several; pass the ids to
+            :meth:`~aiomemdb.AsyncInMemoryDb.refresh` to take the stored version.
     """
 
-    def __init__(self, message: str, *, key: str = "", expected: object = None, actual: object = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str = "",
+        expected: object = None,
+        actual: object = None,
+        keys: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(message)
         self.key = key
         self.expected = expected
         self.actual = actual
+        self.keys = keys
 
 
 class OwnershipError(AiomemdbError, PermissionError):

@@ -59,7 +59,8 @@ def check_limit(value: int | None, what: str) -> int | None:
     return value
 
 
-def _stamp(op: bytes, sid: str, rec: SessionRecord) -> bytes:
+def stamp(op: bytes, sid: str, rec: SessionRecord) -> bytes:
+    """The common head of a session's journal entry."""
     return b'{"op":"%s","c":"sessions","id":%s,"seq":%d,"updated_at":%d,"version":%d' % (
         op,
         orjson.dumps(sid),
@@ -205,7 +206,7 @@ class StoreBase(ABC):
                 self._mirror.pop(sid, None)
                 self._mirror[sid] = new.to_dict()
             if self._journal is not None:
-                self._journal_append(journal or _stamp(b"put", sid, new) + b',"doc":' + new.doc_bytes() + b"}")
+                self._journal_append(journal or stamp(b"put", sid, new) + b',"doc":' + new.doc_bytes() + b"}")
         self._mark((SESSIONS, sid))
         self._after_commit()
 
@@ -213,8 +214,8 @@ class StoreBase(ABC):
     def _run_entry(sid: str, rec: SessionRecord, run_id: str, run: bytes | None) -> bytes:
         """The journal entry of ``upsert_run`` (``run`` given) or ``delete_run`` (``run`` None)."""
         if run is None:
-            return _stamp(b"delrun", sid, rec) + b',"run_id":%s}' % orjson.dumps(run_id)
-        return _stamp(b"run", sid, rec) + b',"run":' + run + b"}"
+            return stamp(b"delrun", sid, rec) + b',"run_id":%s}' % orjson.dumps(run_id)
+        return stamp(b"run", sid, rec) + b',"run":' + run + b"}"
 
     def _install_session(self, sid: str, rec: SessionRecord) -> None:
         """Put a session read from storage in memory, replacing what is there, without marking it dirty."""

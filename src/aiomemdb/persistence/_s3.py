@@ -446,6 +446,7 @@ class S3Persistence:
                 key=first.s3_key,
                 expected=first.expected,
                 actual=first.actual,
+                keys=tuple(c.key for c in conflicts),
             )
         return merged or None
 
