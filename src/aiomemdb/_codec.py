@@ -178,6 +178,11 @@ def check_id(record_id: object, *, what: str = "id") -> str:
         raise ValidationError(f"{what} is {len(record_id)} characters long, the limit is {MAX_ID_LENGTH}")
     if "\x00" in record_id:
         raise ValidationError(f"{what} must not contain NUL characters")
+    if not record_id.isascii():
+        try:
+            record_id.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(f"{what} is not valid Unicode (a lone surrogate at {exc.start})") from exc
     return record_id
 
 

@@ -17,7 +17,7 @@ import orjson
 from aiomemdb._codec import SESSIONS, check_collection, check_id
 from aiomemdb._exceptions import OwnershipError, ValidationError
 from aiomemdb._record import encode_record, record_owner
-from aiomemdb._store import Blob, StoreBase
+from aiomemdb._store import Blob, StoreBase, check_ids, check_optional_str
 
 __all__ = ["CollectionsMixin", "RecordFn"]
 
@@ -54,6 +54,7 @@ class CollectionsMixin(StoreBase):
     async def get_record(self, collection: str, record_id: str, *, user_id: str | None = None) -> dict[str, Any] | None:
         """A copy of one record of a named collection, or ``None`` (also when owned by another user)."""
         await self._ready()
+        check_optional_str(user_id, "user_id")
         check_id(record_id, what="record_id")
         blob = await self._find_record(collection, record_id)
         if blob is None or (user_id is not None and blob[1] != user_id):
@@ -87,6 +88,8 @@ class CollectionsMixin(StoreBase):
         """
         await self._ready()
         self._table(collection)
+        if not isinstance(records, Mapping):
+            raise ValidationError(f"put_records takes a dict of id -> record, got {type(records).__name__}")
         encoded = [
             (check_id(rid, what="record_id"), encode_record(rec, what=f"{collection}[{rid!r}]"), record_owner(rec))
             for rid, rec in records.items()
@@ -126,9 +129,8 @@ class CollectionsMixin(StoreBase):
     async def delete_records(self, collection: str, record_ids: Iterable[str], *, user_id: str | None = None) -> int:
         """Delete many records of one collection; returns how many existed (and were visible)."""
         await self._ready()
-        if isinstance(record_ids, str):
-            raise ValidationError("delete_records takes a list of ids, not one str")
-        ids = list(dict.fromkeys(check_id(r, what="record_id") for r in record_ids))
+        check_optional_str(user_id, "user_id")
+        ids = check_ids(record_ids, "record_id")
         table = self._table(collection)
         if self._lazy:
             await asyncio.gather(*(self._find_record(collection, rid) for rid in ids if rid not in table))
@@ -142,6 +144,7 @@ class CollectionsMixin(StoreBase):
     async def list_records(self, collection: str, *, user_id: str | None = None) -> list[dict[str, Any]]:
         """Copies of every record of a collection (of ``user_id``, if given), oldest write first."""
         await self._ready()
+        check_optional_str(user_id, "user_id")
         table = self._table(collection)
         return [orjson.loads(raw) for raw, owner, _ in table.values() if user_id is None or owner == user_id]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import sys
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -42,7 +43,18 @@ from aiomemdb._journal import Journal
 from aiomemdb._memory import MemoryMixin
 from aiomemdb._record import SessionRecord
 from aiomemdb._stats import Event, Stats
-from aiomemdb._store import CLOSED, CLOSING, NEW, OPEN, STARTING, Durability, check_limit, stamp
+from aiomemdb._store import (
+    CLOSED,
+    CLOSING,
+    NEW,
+    OPEN,
+    STARTING,
+    Durability,
+    check_ids,
+    check_limit,
+    check_optional_str,
+    stamp,
+)
 from aiomemdb.persistence._base import Key, Persistence
 from aiomemdb.persistence._directory import DirectoryPersistence
 from aiomemdb.persistence._hooks import HookPersistence
@@ -333,6 +345,7 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             runs_limit: return only the last ``runs_limit`` runs.
         """
         await self._ready()
+        check_optional_str(user_id, "user_id")
         check_id(session_id, what="session_id")
         check_limit(runs_limit, "runs_limit")
         rec = self._sessions.get(session_id)
@@ -345,6 +358,7 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
     async def get_run(self, session_id: str, run_id: str, *, user_id: str | None = None) -> dict[str, Any] | None:
         """Return a copy of one run of a session (O(1): only that run is decoded), or ``None``."""
         await self._ready()
+        check_optional_str(user_id, "user_id")
         check_id(session_id, what="session_id")
         check_id(run_id, what="run_id")
         return await self._read(
@@ -392,16 +406,25 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             ``(sessions, total)`` where ``total`` counts every match, not just this page.
         """
         await self._ready()
+        check_optional_str(user_id, "user_id")
+        for name, value in (
+            ("user_id", user_id), ("agent_id", agent_id), ("team_id", team_id), ("workflow_id", workflow_id),
+            ("component_id", component_id), ("session_type", session_type), ("session_name", session_name),
+        ):  # fmt: skip
+            check_optional_str(value, name)
+        for name, stamp_value in (("start_timestamp", start_timestamp), ("end_timestamp", end_timestamp)):
+            if stamp_value is not None and (isinstance(stamp_value, bool) or not isinstance(stamp_value, int | float)):
+                raise ValidationError(f"{name} must be a number of unix seconds or None, got {stamp_value!r}")
         if sort_by not in _SORT_BY:
             raise ValidationError(f"sort_by must be one of {', '.join(_SORT_BY)}; got {sort_by!r}")
         order = sort_order.lower() if isinstance(sort_order, str) else sort_order
         if order not in ("asc", "desc"):
             raise ValidationError(f"sort_order must be 'asc' or 'desc'; got {sort_order!r}")
         check_limit(limit, "limit")
-        if page is not None and (isinstance(page, bool) or not isinstance(page, int) or page < 1):
+        if page is not None and (check_limit(page, "page") or 0) < 1:
             raise ValidationError(f"page must be an int >= 1, got {page!r}")
-        start = (page - 1) * limit if (page is not None and limit is not None) else 0
-        stop = None if limit is None else start + limit
+        start = min((page - 1) * limit, sys.maxsize) if (page is not None and limit is not None) else 0
+        stop = None if limit is None else min(start + limit, sys.maxsize)
 
         components = [c for c in (agent_id, team_id, workflow_id, component_id) if c is not None]
         bucket = self._index.candidates(
@@ -564,6 +587,7 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             ValidationError, SerializationError: the run cannot be stored; nothing changed.
         """
         await self._ready()
+        check_optional_str(user_id, "user_id")
         check_id(session_id, what="session_id")
         run_id, raw = SessionRecord.encode_run(run)
 
@@ -571,9 +595,11 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             rec = self._visible(session_id, user_id)
             if rec is None:
                 raise NotFoundError(f"upsert_run: no session {session_id!r}")
+            before = rec.size
             self._stamp_write(rec)
             rec.put_run(run_id, raw)
-            self._commit_session(session_id, rec, rec, journal=self._run_entry(session_id, rec, run_id, raw))
+            entry = self._run_entry(session_id, rec, run_id, raw)
+            self._commit_session(session_id, rec, rec, journal=entry, old_size=before)
 
         await self._write(session_id, apply)
         await self._after_write()
@@ -581,6 +607,7 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
     async def delete_run(self, session_id: str, run_id: str, *, user_id: str | None = None) -> bool:
         """Remove one run from a session; ``True`` if it existed."""
         await self._ready()
+        check_optional_str(user_id, "user_id")
         check_id(session_id, what="session_id")
         check_id(run_id, what="run_id")
 
@@ -588,9 +615,11 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             rec = self._visible(session_id, user_id)
             if rec is None or rec.runs is None or run_id not in rec.runs:
                 return False
+            before = rec.size
             self._stamp_write(rec)
             rec.remove_run(run_id)
-            self._commit_session(session_id, rec, rec, journal=self._run_entry(session_id, rec, run_id, None))
+            entry = self._run_entry(session_id, rec, run_id, None)
+            self._commit_session(session_id, rec, rec, journal=entry, old_size=before)
             return True
 
         removed = await self._write(session_id, apply)
@@ -611,6 +640,7 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             The stored session after the update, or ``None`` when ``fn`` returned ``None``.
         """
         await self._ready()
+        check_optional_str(user_id, "user_id")
         check_id(session_id, what="session_id")
         entry = await self._lock(session_id)
         try:
@@ -624,6 +654,9 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
                 result = await result  # the session lock is held across this await: that is the point
             if result is None:
                 return None
+            if rec is None and session_id in self._sessions:
+                # The session exists but is not this caller's: it saw None, and may not write it either.
+                raise OwnershipError(f"session {session_id!r} belongs to another user")
             if not isinstance(result, Mapping) or result.get("session_id") != session_id:
                 raise ValidationError(f"update_session: fn must return a dict with session_id={session_id!r}")
             new = self._put_session(session_id, result, None, False)
@@ -637,6 +670,7 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
     ) -> dict[str, Any] | None:
         """Set ``session_data.session_name``; returns the stored session, or ``None`` if not found."""
         await self._ready()
+        check_optional_str(user_id, "user_id")
         check_id(session_id, what="session_id")
         if not isinstance(session_name, str):
             raise ValidationError(f"session_name must be a str, got {type(session_name).__name__}")
@@ -693,6 +727,7 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
     async def delete_session(self, session_id: str, *, user_id: str | None = None) -> bool:
         """Delete a session; ``True`` if it existed (and was visible to ``user_id``)."""
         await self._ready()
+        check_optional_str(user_id, "user_id")
         check_id(session_id, what="session_id")
 
         def apply() -> bool:
@@ -710,9 +745,8 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
     async def delete_sessions(self, session_ids: Iterable[str], *, user_id: str | None = None) -> int:
         """Delete many sessions atomically; returns how many existed (and were visible to ``user_id``)."""
         await self._ready()
-        if isinstance(session_ids, str):
-            raise ValidationError("delete_sessions takes a list of ids, not one str")
-        ids = list(dict.fromkeys(check_id(s, what="session_id") for s in session_ids))
+        check_optional_str(user_id, "user_id")
+        ids = check_ids(session_ids, "session_id")
 
         def apply() -> int:
             count = 0

@@ -78,20 +78,27 @@ class DurabilityMixin(StoreBase):
         keys, self._dirty = self._dirty, {}
         self._in_flight = frozenset(keys)
         segment = self._journal.rotate() if self._journal is not None else None
-        try:
-            changeset, versions = await self._encode_changeset(keys)
-            merged = await persistence.save(changeset)
-        except BaseException as exc:
+        work = asyncio.ensure_future(self._encode_and_save(persistence, keys))
+        # A save in flight is never abandoned: its worker threads or requests would land after any newer
+        # flush and overwrite it. A cancelled caller waits for the save to end, then is cancelled.
+        cancelled = False
+        while not work.done():
+            try:
+                await asyncio.wait([work])
+            except asyncio.CancelledError:
+                cancelled = True
+        self._in_flight = frozenset()
+        exc = asyncio.CancelledError() if work.cancelled() else work.exception()
+        if exc is not None:
             # Put the keys back (before anything dirtied since, keeping first-dirtied-first order).
             self._dirty = {**dict.fromkeys(keys), **self._dirty}
             self._flush_failures += 1
             self._last_error = repr(exc)
             self._emit("flush_failed", error=repr(exc), keys=len(keys))
-            if isinstance(exc, AiomemdbError | asyncio.CancelledError) or not isinstance(exc, Exception):
-                raise
+            if cancelled or isinstance(exc, AiomemdbError | asyncio.CancelledError) or not isinstance(exc, Exception):
+                raise asyncio.CancelledError() if cancelled else exc
             raise PersistenceError(f"flush failed: {exc!r}", cause=exc) from exc
-        finally:
-            self._in_flight = frozenset()
+        changeset, versions, merged = work.result()
         adopted = self._adopt(merged, versions) if merged else 0
         self._persisted_seq = covered
         if self._journal is not None and segment is not None:
@@ -110,7 +117,16 @@ class DurabilityMixin(StoreBase):
         )
         logger.debug("aiomemdb: flushed %s", report)
         self._emit("flush", upserts=report.upserts, deletes=report.deletes, bytes=report.bytes, duration=duration)
+        self._evict_blocked = False  # what was dirty is clean now
+        if cancelled:
+            raise asyncio.CancelledError()
         return report
+
+    async def _encode_and_save(
+        self, persistence: Persistence, keys: Iterable[Key]
+    ) -> tuple[Changeset, dict[Key, int], Mapping[Key, dict[str, Any]] | None]:
+        changeset, versions = await self._encode_changeset(keys)
+        return changeset, versions, await persistence.save(changeset)
 
     async def _encode_changeset(self, keys: Iterable[Key]) -> tuple[Changeset, dict[Key, int]]:
         upserts: dict[Key, bytes] = {}
@@ -253,14 +269,17 @@ class DurabilityMixin(StoreBase):
             self._commit_session(rid, old, None)
         elif op in ("run", "delrun"):
             if old is None:
-                raise CorruptDataError(f"{where}: the session does not exist", key=where)
+                # The session was deleted later and that delete is already persisted (a crash came between
+                # the flush and the removal of this segment); the delete follows in the replay, if at all.
+                return
             await self._make_resident(old)
+            before = old.size
             if op == "run":
                 run_id, raw = SessionRecord.encode_run(entry.get("run"))
                 old.put_run(run_id, raw)
             else:
                 old.remove_run(str(entry.get("run_id")))
             old.updated_at, old.version, old.seq = int(entry["updated_at"]), int(entry["version"]), int(entry["seq"])
-            self._commit_session(rid, old, old)
+            self._commit_session(rid, old, old, old_size=before)
         else:
             raise CorruptDataError(f"{where}: unknown operation", key=where)

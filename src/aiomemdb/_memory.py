@@ -108,6 +108,7 @@ class MemoryMixin(StoreBase):
             self._pins[sid] = count
         else:
             del self._pins[sid]
+            self._evict_blocked = False
             self._after_commit()
 
     # -- single-flight fetches -------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ class MemoryMixin(StoreBase):
         )
 
     def _after_commit(self) -> None:
-        if not self._bounded or not self._over(len(self._lru), self._resident_bytes):
+        if not self._bounded or self._evict_blocked or not self._over(len(self._lru), self._resident_bytes):
             return
         sessions, nbytes = len(self._lru), self._resident_bytes
         victims: list[SessionRecord] = []
@@ -214,8 +215,10 @@ class MemoryMixin(StoreBase):
             nbytes -= rec.size
         for rec in victims:
             self._evict(rec, "evict")
-        if blocked and self._over(len(self._lru), self._resident_bytes):
-            self._flush_soon()
+        if self._over(len(self._lru), self._resident_bytes):
+            self._evict_blocked = True  # until a flush, unpin or unlock frees something
+            if blocked:
+                self._flush_soon()
 
     def _evict(self, rec: SessionRecord, kind: str) -> None:
         sid = rec.session_id

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
-from aiomemdb._codec import SESSIONS
+from aiomemdb._codec import SESSIONS, check_id
 from aiomemdb._exceptions import ValidationError
 from aiomemdb._index import SessionIndex
 from aiomemdb._record import SessionRecord
@@ -51,12 +52,26 @@ class SessionLock:
 
 
 def check_limit(value: int | None, what: str) -> int | None:
-    """Return ``value`` if it is None or a non-negative int, else raise ValidationError."""
+    """Return ``value`` if it is None or an int in ``[0, sys.maxsize]``, else raise ValidationError."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"{what} must be a non-negative int or None, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= sys.maxsize:
+        raise ValidationError(f"{what} must be a non-negative int (at most {sys.maxsize}) or None, got {value!r}")
     return value
+
+
+def check_optional_str(value: object, what: str) -> str | None:
+    """Return ``value`` if it is None or a str, else raise ValidationError (filters, owner ids)."""
+    if value is None or isinstance(value, str):
+        return value
+    raise ValidationError(f"{what} must be a str or None, got {type(value).__name__}")
+
+
+def check_ids(ids: object, what: str) -> list[str]:
+    """A list of distinct valid ids from an iterable of ids (not one str), else ValidationError."""
+    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+        raise ValidationError(f"{what} must be a list of ids, got {type(ids).__name__}")
+    return list(dict.fromkeys(check_id(i, what=what) for i in ids))
 
 
 def stamp(op: bytes, sid: str, rec: SessionRecord) -> bytes:
@@ -107,6 +122,9 @@ class StoreBase(ABC):
         self._lru: dict[str, float] = {}
         self._resident_bytes = 0
         self._pins: dict[str, int] = {}
+        # Set when eviction found only unevictable (dirty, pinned, locked) sessions; cleared when one may have
+        # become evictable (a flush, an unpin, an unlock), so blocked writes do not rescan the LRU each time.
+        self._evict_blocked = False
 
         self._state = NEW
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -177,14 +195,25 @@ class StoreBase(ABC):
     # -- committing ----------------------------------------------------------------------------------------
 
     def _commit_session(
-        self, sid: str, old: SessionRecord | None, new: SessionRecord | None, *, journal: bytes | None = None
+        self,
+        sid: str,
+        old: SessionRecord | None,
+        new: SessionRecord | None,
+        *,
+        journal: bytes | None = None,
+        old_size: int | None = None,
     ) -> None:
         """Install, replace or remove a session: the one place sessions change (synchronous).
 
         ``journal`` overrides the journal entry (``upsert_run`` logs just the run, not the whole session).
+        ``old_size`` is the size before an in-place change (``old is new``), for the memory accounting.
         """
         if old is not None:
-            self._resident_bytes -= old.size
+            if old is new:
+                assert old_size is not None, "an in-place change must say the size it had"
+                self._resident_bytes -= old_size
+            else:
+                self._resident_bytes -= old.size
         if new is None:
             if old is not None:
                 del self._sessions[sid]
@@ -234,16 +263,14 @@ class StoreBase(ABC):
 
     def _commit_blob(self, collection: str, rid: str, blob: Blob | None) -> None:
         """Install, replace or remove one collection record (synchronous)."""
+        where = b'"c":%s,"id":%s' % (orjson.dumps(collection), orjson.dumps(rid))  # before any change
         table = self._collections.setdefault(collection, {})
         table.pop(rid, None)  # keep each collection in write order, as it reloads
         if blob is not None:
             table[rid] = blob
-            self._journal_append(
-                b'{"op":"put","c":%s,"id":%s,"seq":%d,"doc":%s}'
-                % (orjson.dumps(collection), orjson.dumps(rid), blob[2], blob[0])
-            )
+            self._journal_append(b'{"op":"put",%s,"seq":%d,"doc":%s}' % (where, blob[2], blob[0]))
         else:
-            self._journal_append(b'{"op":"del","c":%s,"id":%s}' % (orjson.dumps(collection), orjson.dumps(rid)))
+            self._journal_append(b'{"op":"del",%s}' % where)
         self._mark((collection, rid))
 
     # -- per-session locks ---------------------------------------------------------------------------------
@@ -263,6 +290,9 @@ class StoreBase(ABC):
     def _unlock(self, sid: str, entry: SessionLock) -> None:
         entry.lock.release()
         self._release_entry(sid, entry)
+        if self._evict_blocked and sid not in self._locks:
+            self._evict_blocked = False
+            self._after_commit()
 
     def _release_entry(self, sid: str, entry: SessionLock) -> None:
         entry.users -= 1
