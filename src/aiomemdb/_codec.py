@@ -82,20 +82,27 @@ def dumps(value: Any, *, what: str = "value") -> bytes:
 
 
 def _has_nonfinite(value: Any) -> bool:
-    stack = [value]
-    pop, extend = stack.pop, stack.extend
-    while stack:
-        item = pop()
+    """True if a float inside ``value`` is NaN or infinite (``value`` was encoded, so it is < 256 levels deep)."""
+    kind = type(value)
+    if kind is dict:
+        items: Iterable[Any] = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    elif kind is float:
+        return not math.isfinite(value)
+    elif kind is str or kind is int or kind is bool or value is None:
+        return False
+    else:
+        return _find_bad(value, "") != ("", "")  # dataclasses, pydantic models, subclasses: the general search
+    for item in items:
         kind = type(item)
-        if kind is dict:
-            extend(item.values())
-        elif kind is list or kind is tuple:
-            extend(item)
-        elif kind is float:
+        if kind is str or item is None or kind is int or kind is bool:
+            continue
+        if kind is float:
             if not math.isfinite(item):
                 return True
-        elif kind not in (str, int, bool, type(None)) and _find_bad(item, "") != ("", ""):
-            return True  # dataclasses, pydantic models, subclasses: the general search decides
+        elif _has_nonfinite(item):
+            return True
     return False
 
 

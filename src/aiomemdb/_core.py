@@ -598,7 +598,7 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             before = rec.size
             self._stamp_write(rec)
             rec.put_run(run_id, raw)
-            entry = self._run_entry(session_id, rec, run_id, raw)
+            entry = self._run_entry(session_id, rec, run_id, raw) if self._journal is not None else None
             self._commit_session(session_id, rec, rec, journal=entry, old_size=before)
 
         await self._write(session_id, apply)
@@ -618,7 +618,7 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
             before = rec.size
             self._stamp_write(rec)
             rec.remove_run(run_id)
-            entry = self._run_entry(session_id, rec, run_id, None)
+            entry = self._run_entry(session_id, rec, run_id, None) if self._journal is not None else None
             self._commit_session(session_id, rec, rec, journal=entry, old_size=before)
             return True
 

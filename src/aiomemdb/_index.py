@@ -51,37 +51,56 @@ class SessionIndex:
     def put(self, old: SessionRecord | None, new: SessionRecord) -> None:
         """Index ``new``, replacing ``old`` (same session id) if given."""
         sid = new.session_id
-        if old is not None:
+        if old is not None and (
+            old.user_id != new.user_id
+            or old.session_type != new.session_type
+            or old.agent_id != new.agent_id
+            or old.team_id != new.team_id
+            or old.workflow_id != new.workflow_id
+        ):
             self._drop_from_buckets(old, keep=new)
-        key = _order_key(new)
+        key = (new.updated_at, new.seq)
         if key >= self._last:
             self._last = key
         else:
             self._sorted = False
-        self._move_to_end(self.order, sid)
-        self._move_to_end(self.by_user.setdefault(new.user_id, {}), sid)
-        self._move_to_end(self.by_type.setdefault(new.session_type, {}), sid)
-        for comp in _components(new):
-            self._move_to_end(self.by_component.setdefault(comp, {}), sid)
+        # Each bucket: pop then re-insert, which moves the id to the newest end in O(1).
+        order = self.order
+        order.pop(sid, None)
+        order[sid] = None
+        for buckets, name in ((self.by_user, new.user_id), (self.by_type, new.session_type)):
+            bucket = buckets.get(name)
+            if bucket is None:
+                buckets[name] = {sid: None}
+            else:
+                bucket.pop(sid, None)
+                bucket[sid] = None
+        for comp in (new.agent_id, new.team_id, new.workflow_id):
+            if comp is not None:
+                bucket = self.by_component.get(comp)
+                if bucket is None:
+                    self.by_component[comp] = {sid: None}
+                else:
+                    bucket.pop(sid, None)
+                    bucket[sid] = None
 
     def remove(self, old: SessionRecord) -> None:
         """Forget ``old``."""
-        self.order.pop(old.session_id, None)
-        self._drop_from_buckets(old, keep=None)
-
-    @staticmethod
-    def _move_to_end(bucket: Bucket, sid: str) -> None:
-        bucket.pop(sid, None)
-        bucket[sid] = None
-
-    def _drop_from_buckets(self, old: SessionRecord, keep: SessionRecord | None) -> None:
         sid = old.session_id
-        if keep is None or keep.user_id != old.user_id:
+        self.order.pop(sid, None)
+        self._discard(self.by_user, old.user_id, sid)
+        self._discard(self.by_type, old.session_type, sid)
+        for comp in (old.agent_id, old.team_id, old.workflow_id):
+            if comp is not None:
+                self._discard(self.by_component, comp, sid)
+
+    def _drop_from_buckets(self, old: SessionRecord, keep: SessionRecord) -> None:
+        sid = old.session_id
+        if keep.user_id != old.user_id:
             self._discard(self.by_user, old.user_id, sid)
-        if keep is None or keep.session_type != old.session_type:
+        if keep.session_type != old.session_type:
             self._discard(self.by_type, old.session_type, sid)
-        stale = _components(old) - (_components(keep) if keep is not None else set())
-        for comp in stale:
+        for comp in _components(old) - _components(keep):
             self._discard(self.by_component, comp, sid)
 
     @staticmethod

@@ -29,10 +29,13 @@ __all__ = ["STORE_FIELDS", "SessionRecord", "encode_record", "record_owner"]
 #: Fields the store owns: it sets them on every write and strips them from what callers pass.
 STORE_FIELDS = ("created_at", "updated_at", "version")
 _OPTIONAL_STR = ("user_id", "agent_id", "team_id", "workflow_id", "session_type")
+_NOT_IN_HEAD = ("runs", *STORE_FIELDS)
 
 
 def _opt_str(session: Mapping[str, Any], field: str) -> str | None:
     value = session.get(field)
+    if value is None or type(value) is str:
+        return value
     if isinstance(value, enum.Enum):
         value = value.value
     if value is None or isinstance(value, str):
@@ -41,9 +44,21 @@ def _opt_str(session: Mapping[str, Any], field: str) -> str | None:
 
 
 def _timestamp(value: Any) -> int | None:
+    if type(value) is int:
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return int(value)
+
+
+def _stored(raw: bytes) -> bytes:
+    """An exact-size copy of ``raw`` for keeping.
+
+    orjson returns its output in the buffer it grew while writing, which stays allocated with the bytes object:
+    at least 4 KiB, and about 16 KiB for a 2.6 KB run (orjson 3.13, measured with tracemalloc). Records hold
+    their bytes for the life of the store, so they keep a copy (a memcpy: ~0.3 µs per run) instead.
+    """
+    return memoryview(raw).tobytes()
 
 
 def _encode_runs(runs: Any) -> dict[str, bytes] | None:
@@ -56,12 +71,12 @@ def _encode_runs(runs: Any) -> dict[str, bytes] | None:
         run_id = _run_id(run, f"runs[{i}]")
         if run_id in encoded:
             raise ValidationError(f"runs[{i}]: duplicate run_id {run_id!r}")
-        encoded[run_id] = dumps(run, what=f"runs[{i}]")
+        encoded[run_id] = _stored(dumps(run, what=f"runs[{i}]"))
     return encoded
 
 
 def _run_id(run: Any, where: str) -> str:
-    if not isinstance(run, Mapping):
+    if type(run) is not dict and not isinstance(run, Mapping):
         raise ValidationError(f"{where} must be a dict, got {type(run).__name__}")
     return check_id(run.get("run_id"), what=f"{where}.run_id")
 
@@ -70,7 +85,7 @@ def encode_record(record: Any, *, what: str) -> bytes:
     """Encode a collection record (any JSON object); reject anything that is not a dict."""
     if not isinstance(record, Mapping):
         raise ValidationError(f"{what} must be a dict, got {type(record).__name__}")
-    return dumps(dict(record), what=what)
+    return _stored(dumps(dict(record), what=what))
 
 
 def record_owner(record: Mapping[str, Any]) -> str | None:
@@ -141,7 +156,7 @@ class SessionRecord:
             ValidationError: missing or bad ``session_id``, wrong field types, runs without ``run_id``.
             SerializationError: a value orjson cannot encode, with its path (``runs[3].metrics.t``).
         """
-        if not isinstance(session, Mapping):
+        if type(session) is not dict and not isinstance(session, Mapping):
             raise ValidationError(f"a session must be a dict, got {type(session).__name__}")
         rec = cls.__new__(cls)
         rec.session_id = check_id(session.get("session_id"), what="session_id")
@@ -151,7 +166,7 @@ class SessionRecord:
         rec.workflow_id = _opt_str(session, "workflow_id")
         rec.session_type = _opt_str(session, "session_type")
         session_data = session.get("session_data")
-        if session_data is not None and not isinstance(session_data, Mapping):
+        if session_data is not None and type(session_data) is not dict and not isinstance(session_data, Mapping):
             raise ValidationError(f"session.session_data must be a dict or None, got {type(session_data).__name__}")
         name = session_data.get("session_name") if session_data else None
         rec.session_name = name if isinstance(name, str) else None
@@ -174,8 +189,10 @@ class SessionRecord:
 
         rec.runs_key = "runs" in session
         rec.runs = _encode_runs(session.get("runs"))
-        head = {k: v for k, v in session.items() if k != "runs" and k not in STORE_FIELDS}
-        rec.head = dumps(head, what="")
+        head = dict(session)  # a copy in C, then drop what is kept elsewhere (order is kept)
+        for field in _NOT_IN_HEAD:
+            head.pop(field, None)
+        rec.head = _stored(dumps(head, what=""))
         rec.resize()
         return rec
 
@@ -201,16 +218,23 @@ class SessionRecord:
         sep = b"," if len(self.head) > 2 else b""
         if not include_runs or self.runs is None:
             runs_part = b',"runs":null' if self.runs_key else b""
+            return b"".join((self.head[:-1], sep, tail, runs_part, b"}"))
+        values = self.runs.values()
+        if runs_limit is None:
+            chosen = list(values)
+        elif runs_limit <= 0:
+            chosen = []
         else:
-            values = self.runs.values()
-            if runs_limit is None:
-                chosen: Any = values
-            elif runs_limit <= 0:
-                chosen = ()
-            else:
-                chosen = reversed(list(islice(reversed(values), runs_limit)))
-            runs_part = b',"runs":[' + b",".join(chosen) + b"]"
-        return b"".join((self.head[:-1], sep, tail, runs_part, b"}"))
+            chosen = list(islice(reversed(values), runs_limit))
+            chosen.reverse()
+        prefix = b"".join((self.head[:-1], sep, tail, b',"runs":['))
+        if not chosen:
+            return prefix + b"]}"
+        # One join over the runs, with the prefix and the closing fused into the first and last run: the
+        # document is copied once, not twice (the runs are most of it).
+        chosen[0] = prefix + chosen[0]
+        chosen[-1] += b"]}"
+        return b",".join(chosen)
 
     def to_dict(self, runs_limit: int | None = None, *, include_runs: bool = True) -> dict[str, Any]:
         """A fresh decoded copy of the session (never aliases stored state)."""
@@ -220,7 +244,7 @@ class SessionRecord:
     def resize(self) -> None:
         """Recompute :attr:`size` (the approximate encoded size) from the payload."""
         runs = self.runs
-        self.size = len(self.head) + 64 + (sum(len(r) + 1 for r in runs.values()) if runs else 0)
+        self.size = len(self.head) + 64 + (sum(map(len, runs.values())) + len(runs) if runs else 0)
 
     # -- eviction: the payload can be dropped and put back; the indexed fields stay --------------------------
 
@@ -253,7 +277,7 @@ class SessionRecord:
     def encode_run(run: Any) -> tuple[str, bytes]:
         """Validate and encode one run; returns ``(run_id, bytes)``."""
         run_id = _run_id(run, "run")
-        return run_id, dumps(run, what="run")
+        return run_id, _stored(dumps(run, what="run"))
 
     def put_run(self, run_id: str, run: bytes) -> None:
         """Append the run, or replace the run with the same id in place (O(1))."""
