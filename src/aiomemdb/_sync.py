@@ -28,7 +28,7 @@ from contextvars import Context
 from types import TracebackType
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
-from aiomemdb._core import AsyncInMemoryDb, RecordFn, SortBy, SortOrder, StoreOptions
+from aiomemdb._core import AsyncInMemoryDb, RecordFn, SessionFn, SortBy, SortOrder, StoreOptions
 from aiomemdb._exceptions import ClosedError
 from aiomemdb._stats import FlushReport, Stats
 
@@ -431,7 +431,7 @@ class InMemoryDb:
     def update_session(
         self,
         session_id: str,
-        fn: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+        fn: SessionFn,
         *,
         user_id: str | None = None,
     ) -> dict[str, Any] | None:
