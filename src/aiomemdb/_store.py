@@ -208,14 +208,9 @@ class StoreBase(ABC):
         ``journal`` overrides the journal entry (``upsert_run`` logs just the run, not the whole session).
         ``old_size`` is the size before an in-place change (``old is new``), for the memory accounting.
         """
-        if old is not None:
-            if old is new:
-                assert old_size is not None, "an in-place change must say the size it had"
-                self._resident_bytes -= old_size
-            else:
-                self._resident_bytes -= old.size
         if new is None:
             if old is not None:
+                self._resident_bytes -= old.size
                 del self._sessions[sid]
                 self._index.remove(old)
             self._lru.pop(sid, None)
@@ -224,16 +219,7 @@ class StoreBase(ABC):
             if self._journal is not None:
                 self._journal_append(b'{"op":"del","c":"sessions","id":%s}' % orjson.dumps(sid))
         else:
-            self._sessions[sid] = new
-            self._index.put(old, new)
-            self._resident_bytes += new.size
-            if self._bounded:
-                self._lru.pop(sid, None)
-                self._lru[sid] = time.monotonic()
-            if self._mirror is not None:
-                # pop first: the caller's dict stays in write order, so a JSON round trip keeps recency ties
-                self._mirror.pop(sid, None)
-                self._mirror[sid] = new.to_dict()
+            self._place(sid, old, new, old_size=old_size)
             if self._journal is not None:
                 self._journal_append(journal or stamp(b"put", sid, new) + b',"doc":' + new.doc_bytes() + b"}")
         self._mark((SESSIONS, sid))
@@ -248,18 +234,26 @@ class StoreBase(ABC):
 
     def _install_session(self, sid: str, rec: SessionRecord) -> None:
         """Put a session read from storage in memory, replacing what is there, without marking it dirty."""
-        old = self._sessions.get(sid)
+        self._place(sid, self._sessions.get(sid), rec)
+
+    def _place(self, sid: str, old: SessionRecord | None, new: SessionRecord, *, old_size: int | None = None) -> None:
+        """Make ``new`` the session in memory: records, index, memory accounting, LRU, the caller's dict."""
         if old is not None:
-            self._resident_bytes -= old.size
-        self._sessions[sid] = rec
-        self._index.put(old, rec)
-        self._resident_bytes += rec.size
+            if old is new:
+                assert old_size is not None, "an in-place change must say the size it had"
+                self._resident_bytes -= old_size
+            else:
+                self._resident_bytes -= old.size
+        self._sessions[sid] = new
+        self._index.put(old, new)
+        self._resident_bytes += new.size
         if self._bounded:
             self._lru.pop(sid, None)
             self._lru[sid] = time.monotonic()
         if self._mirror is not None:
+            # pop first: the caller's dict stays in write order, so a JSON round trip keeps recency ties
             self._mirror.pop(sid, None)
-            self._mirror[sid] = rec.to_dict()
+            self._mirror[sid] = new.to_dict()
 
     def _commit_blob(self, collection: str, rid: str, blob: Blob | None) -> None:
         """Install, replace or remove one collection record (synchronous)."""
