@@ -409,3 +409,26 @@ async def test_refresh_takes_the_stored_version(backend: Backend) -> None:
         assert await db.refresh("b") is None  # never stored: dropped from memory
         assert await db.get_session("b") is None
         assert db.stats().dirty == 0
+
+
+async def test_lazy_drop_and_clear_reach_what_was_never_loaded(backend: Backend) -> None:
+    """drop() and clear_collection() on a lazy store delete stored records it never loaded, too."""
+    async with AsyncInMemoryDb(persistence=backend.make(), durability="manual") as writer:
+        await writer.upsert_sessions([sess(f"s{i}", n_runs=0) for i in range(5)])
+        await writer.put_records("notes", {f"n{i}": {"i": i} for i in range(3)})
+        await writer.put_record("other", "o1", {"kept": True})
+    async with AsyncInMemoryDb(persistence=backend.make(), lazy=True, durability="manual") as lazy:
+        assert await lazy.get_record("notes", "n0") == {"i": 0}  # one of three loaded
+        assert await lazy.clear_collection("notes") == 3
+        await lazy.flush()
+    async with AsyncInMemoryDb(persistence=backend.make()) as check:
+        assert await check.list_records("notes") == []
+        assert await check.list_records("other") == [{"kept": True}]
+        assert check.stats().sessions == 5
+    async with AsyncInMemoryDb(persistence=backend.make(), lazy=True, durability="manual") as lazy:
+        assert await lazy.get_session("s1") is not None  # one of five loaded
+        await lazy.drop()
+        await lazy.flush()
+    async with AsyncInMemoryDb(persistence=backend.make()) as check:
+        assert check.stats().sessions == 0
+        assert await check.list_records("other") == []

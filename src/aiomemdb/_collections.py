@@ -149,10 +149,15 @@ class CollectionsMixin(StoreBase):
         return [orjson.loads(raw) for raw, owner, _ in table.values() if user_id is None or owner == user_id]
 
     async def clear_collection(self, collection: str) -> int:
-        """Delete every record of a collection; returns how many there were."""
+        """Delete every record of a collection; returns how many there were.
+
+        A ``lazy`` store first lists storage (by loading it: O(store)), so that what it never loaded is
+        deleted too.
+        """
         await self._ready()
         table = self._table(collection)
-        ids = list(table)
+        stored = await self._stored_keys(collection)
+        ids = list(dict.fromkeys([*table, *(rid for _, rid in stored)]))
         for rid in ids:
             self._commit_blob(collection, rid, None)
         if ids:

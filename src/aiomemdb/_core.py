@@ -763,11 +763,18 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
         return count
 
     async def drop(self) -> None:
-        """Delete every session and every collection record (in memory and, at the next flush, in storage)."""
+        """Delete every session and every collection record (in memory and, at the next flush, in storage).
+
+        A ``lazy`` store first lists storage (by loading it: O(store)), so that what it never loaded is
+        deleted too.
+        """
         await self._ready()
         ids = list(self._sessions)
+        unloaded = await self._stored_keys()
 
         def apply() -> None:
+            for key in unloaded:
+                self._mark(key)
             for sid in self._sessions:
                 self._mark((SESSIONS, sid))
             for name, records in self._collections.items():

@@ -35,6 +35,7 @@ class DurabilityMixin(StoreBase):
 
     _flush_interval: float
     _max_backoff: float
+    _lazy: bool
     _flush_lock: asyncio.Lock | None
     _flush_wake: asyncio.Event | None
 
@@ -199,6 +200,17 @@ class DurabilityMixin(StoreBase):
 
     # -- loading -------------------------------------------------------------------------------------------
 
+    async def _stored_keys(self, collection: str | None = None) -> list[Key]:
+        """Every key in storage (of ``collection``, if given) when this store is lazy, else nothing.
+
+        A lazy store holds only what it was asked for, so whole-store deletes must learn the rest from
+        storage; the protocol has no listing call, so this loads (and drops) the snapshot.
+        """
+        if not self._lazy or self._persistence is None:
+            return []
+        snapshot = await self._persistence.load()
+        return [(name, rid) for name, records in snapshot.items() if collection in (None, name) for rid in records]
+
     async def _ingest(self, snapshot: Snapshot) -> None:
         """Install a loaded snapshot; anything written before the load (dirty) wins over it."""
         n = 0
@@ -239,15 +251,13 @@ class DurabilityMixin(StoreBase):
         op, collection, rid = entry.get("op"), entry.get("c"), entry.get("id")
         where = f"journal entry {op} {collection}/{rid}"
         if op == "drop":
+            for stored in await self._stored_keys():
+                self._mark(stored)
             for sid in list(self._sessions):
                 self._commit_session(sid, self._sessions[sid], None)
             for name, table in self._collections.items():
-                for key in list(table):
-                    self._commit_blob(name, key, None)
-            return
-        if op == "clear" and isinstance(collection, str):
-            for key in list(self._collections.get(collection, {})):
-                self._commit_blob(collection, key, None)
+                for record_id in list(table):
+                    self._commit_blob(name, record_id, None)
             return
         if not isinstance(collection, str) or not isinstance(rid, str):
             raise CorruptDataError(f"{where}: malformed", key=where)

@@ -159,6 +159,10 @@ class StoreBase(ABC):
         """Fetch one record from persistence into memory (single-flight)."""
 
     @abstractmethod
+    async def _stored_keys(self, collection: str | None = None) -> list[Key]:
+        """Every key in storage when the store is lazy (whole-store deletes need them)."""
+
+    @abstractmethod
     def _flush_soon(self) -> None:
         """Ask the background flusher to flush now."""
 
