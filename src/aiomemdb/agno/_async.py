@@ -14,14 +14,12 @@ from typing import Any, Literal, Self, TypeVar, Unpack
 
 from agno.db.base import AsyncBaseDb, SessionType
 
-from aiomemdb._codec import check_collection
 from aiomemdb._core import AsyncInMemoryDb as _Store
 from aiomemdb._core import StoreOptions
 from aiomemdb._stats import FlushReport, Stats
 from aiomemdb.agno._call import Op, drive_async
 from aiomemdb.agno._learnings import LearningOps, learning_filters
 from aiomemdb.agno._records import RecordOps
-from aiomemdb.agno._runcache import RunCache
 from aiomemdb.agno._sessions import SessionOps
 from aiomemdb.agno._tracing import TraceOps
 
@@ -85,15 +83,7 @@ class AsyncInMemoryDb(SessionOps, RecordOps, TraceOps, LearningOps, AsyncBaseDb)
             versions_table=versions_table,
             learnings_table=learnings_table,
         )
-        for name in (self.memory_table_name, self.metrics_table_name, self.eval_table_name,
-                     self.knowledge_table_name, self.trace_table_name, self.span_table_name,
-                     self.versions_table_name, self.learnings_table_name):  # fmt: skip
-            check_collection(name)
-        self._run_cache = RunCache(run_cache_size)
-        self._owns_store = store is None
-        if store is None:
-            store = _Store(**options)
-        self._store = store
+        self._store = self._bind_store(store, lambda: _Store(**options), run_cache_size)
 
     async def _run(self, op: Op[T]) -> T:
         return await drive_async(self._store, op)

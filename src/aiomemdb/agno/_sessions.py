@@ -9,11 +9,13 @@ are raised rather than swallowed, ``preserve_updated_at`` is honoured, and ``ups
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from agno.db.base import SessionType
 from agno.db.utils import deserialize_run, filter_context_runs, get_run_type
 
+from aiomemdb._codec import check_collection
 from aiomemdb._exceptions import ConflictError, NotFoundError, OwnershipError
 from aiomemdb.agno._call import Op, call
 from aiomemdb.agno._convert import (
@@ -34,10 +36,33 @@ _CORE_SORTS = ("updated_at", "created_at", "session_id")
 _SCAN_PAGE = 64
 
 
+S = TypeVar("S")
+
+
 class SessionOps:
     """Sessions, runs and the seed operations; mixed into both adapter classes."""
 
     _run_cache: RunCache
+    _owns_store: bool
+    memory_table_name: str
+    metrics_table_name: str
+    eval_table_name: str
+    knowledge_table_name: str
+    trace_table_name: str
+    span_table_name: str
+    versions_table_name: str
+    learnings_table_name: str
+
+    def _bind_store(self, store: S | None, make: Callable[[], S], run_cache_size: int) -> S:
+        """The constructors' shared tail: check agno's table names (each is a collection), set up the run
+        cache, and return the store to use (``store``, which is then not ours to close, or a new one)."""
+        for name in (self.memory_table_name, self.metrics_table_name, self.eval_table_name,
+                     self.knowledge_table_name, self.trace_table_name, self.span_table_name,
+                     self.versions_table_name, self.learnings_table_name):  # fmt: skip
+            check_collection(name)
+        self._run_cache = RunCache(run_cache_size)
+        self._owns_store = store is None
+        return make() if store is None else store
 
     # -- sessions: reads ---------------------------------------------------------------------------------------
 
