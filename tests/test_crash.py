@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 
 from aiomemdb import AsyncInMemoryDb, DirectoryPersistence
-from aiomemdb._codec import check_stored_session, decode_envelope_full
+from aiomemdb._codec import check_stored_session, decode_envelope
 from aiomemdb._journal import Journal
 
 from ._crash_child import NOTES, ROW_PAD, RUN_PAD, SESSIONS, run, user_of
@@ -118,7 +118,7 @@ def check_files(root: Path) -> int:
         if path.is_dir() or path.name.startswith(".tmp-"):
             continue  # temporary files of an interrupted write are never read as records
         assert path.suffix == ".json", path
-        env = decode_envelope_full(path.read_bytes(), key=str(path), collection=path.parent.name, name=path.stem)
+        env = decode_envelope(path.read_bytes(), key=str(path), collection=path.parent.name, name=path.stem)
         if path.parent.name == "sessions":
             check_stored_session(env.id, env.data, key=str(path))
         count += 1

@@ -76,8 +76,8 @@ async def stored_sessions(raw: Any, bucket: str) -> dict[str, dict[str, Any]]:
     """Every session object under app/v1/sessions/, decoded, by id."""
     out: dict[str, dict[str, Any]] = {}
     for key, data in (await read_all(raw, bucket, "app/v1/sessions/")).items():
-        record_id, record = _codec.decode_envelope(data, key=key)
-        out[record_id] = record
+        env = _codec.decode_envelope(data, key=key)
+        out[env.id] = env.data
     return out
 
 

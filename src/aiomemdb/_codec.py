@@ -31,7 +31,6 @@ __all__ = [
     "check_collection",
     "check_stored_session",
     "decode_envelope",
-    "decode_envelope_full",
     "dumps",
     "encode_envelope",
     "id_from_object_name",
@@ -133,7 +132,7 @@ def _find_bad(value: Any, path: str) -> tuple[str, str]:
             for k, v in reversed(list(item.items())):
                 if not isinstance(k, str):
                     return f"{where}[{k!r}]", f"key {k!r} is a {type(k).__name__}, JSON keys must be str"
-                stack.append((v, f"{where}.{k}" if _plain_key(k) else f"{where}[{k!r}]"))
+                stack.append((v, f"{where}.{k}" if k.isidentifier() else f"{where}[{k!r}]"))
         elif isinstance(item, list | tuple):
             for i in reversed(range(len(item))):
                 stack.append((item[i], f"{where}[{i}]"))
@@ -150,10 +149,6 @@ def _find_bad(value: Any, path: str) -> tuple[str, str]:
                 continue
             return where, f"{type(item).__name__} is not JSON-serialisable"
     return "", ""
-
-
-def _plain_key(key: str) -> bool:
-    return key.isidentifier()
 
 
 def loads(data: bytes | bytearray | memoryview | str, *, key: str = "") -> Any:
@@ -253,14 +248,6 @@ class Envelope(NamedTuple):
     seq: int
 
 
-def decode_envelope(
-    raw: bytes, *, key: str, collection: str | None = None, name: str | None = None
-) -> tuple[str, dict[str, Any]]:
-    """Like :func:`decode_envelope_full`, returning ``(record id, record)``."""
-    env = decode_envelope_full(raw, key=key, collection=collection, name=name)
-    return env.id, env.data
-
-
 def in_write_order(items: Iterable[tuple[str, Envelope]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Group decoded objects by collection, each collection ordered oldest write first (as loads require)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -269,7 +256,7 @@ def in_write_order(items: Iterable[tuple[str, Envelope]]) -> dict[str, dict[str,
     return out
 
 
-def decode_envelope_full(raw: bytes, *, key: str, collection: str | None = None, name: str | None = None) -> Envelope:
+def decode_envelope(raw: bytes, *, key: str, collection: str | None = None, name: str | None = None) -> Envelope:
     """Decode one stored object and check its envelope.
 
     Args:

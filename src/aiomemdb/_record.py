@@ -28,7 +28,6 @@ __all__ = ["STORE_FIELDS", "SessionRecord", "encode_record", "record_owner"]
 
 #: Fields the store owns: it sets them on every write and strips them from what callers pass.
 STORE_FIELDS = ("created_at", "updated_at", "version")
-_OPTIONAL_STR = ("user_id", "agent_id", "team_id", "workflow_id", "session_type")
 _NOT_IN_HEAD = ("runs", *STORE_FIELDS)
 
 

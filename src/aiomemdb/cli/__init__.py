@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from aiomemdb._codec import decode_envelope_full
+from aiomemdb._codec import decode_envelope
 from aiomemdb._exceptions import AiomemdbError, CorruptDataError, ValidationError
 from aiomemdb._stats import Event
 from aiomemdb.cli._sources import (
@@ -215,7 +215,7 @@ def cmd_export(args: argparse.Namespace, persistence: Persistence) -> int:
 
     def lines() -> Iterator[bytes]:
         for _, collection, record_id, raw in found:
-            data = decode_envelope_full(raw, key=record_id).data
+            data = decode_envelope(raw, key=record_id).data
             yield orjson.dumps({"collection": collection, "id": record_id, "data": data}) + b"\n"
 
     write_output(args.output, lines())

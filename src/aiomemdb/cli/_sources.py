@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiomemdb._codec import SESSIONS, check_collection, check_stored_session, decode_envelope_full
+from aiomemdb._codec import SESSIONS, check_collection, check_stored_session, decode_envelope
 from aiomemdb._core import AsyncInMemoryDb
 from aiomemdb._exceptions import AiomemdbError, PersistenceError, ValidationError
 from aiomemdb._stats import Event
@@ -252,7 +252,7 @@ async def _source(persistence: Persistence, args: argparse.Namespace) -> AsyncIt
 
 def check_object(obj: Object, raw: bytes) -> tuple[str, int]:
     """Decode one stored object as a load would; returns ``(id, seq)`` or raises CorruptDataError."""
-    env = decode_envelope_full(raw, key=obj.where, collection=obj.collection, name=obj.name)
+    env = decode_envelope(raw, key=obj.where, collection=obj.collection, name=obj.name)
     if obj.collection == SESSIONS:
         check_stored_session(env.id, env.data, key=obj.where)
     return env.id, env.seq

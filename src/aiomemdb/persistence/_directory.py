@@ -23,7 +23,7 @@ from aiomemdb._codec import (
     Envelope,
     check_collection,
     check_stored_session,
-    decode_envelope_full,
+    decode_envelope,
     in_write_order,
     object_name,
 )
@@ -144,7 +144,7 @@ class DirectoryPersistence:
 
     @staticmethod
     def _decode(raw: bytes, path: Path, collection: str) -> Envelope:
-        env = decode_envelope_full(raw, key=str(path), collection=collection, name=path.name[: -len(_SUFFIX)])
+        env = decode_envelope(raw, key=str(path), collection=collection, name=path.name[: -len(_SUFFIX)])
         if collection == SESSIONS:
             check_stored_session(env.id, env.data, key=str(path))
         return env

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from aiomemdb._codec import SESSIONS, check_collection, decode_envelope_full
+from aiomemdb._codec import SESSIONS, check_collection, decode_envelope
 from aiomemdb._exceptions import AiomemdbError, CorruptDataError, PersistenceError
 from aiomemdb.persistence._base import Changeset, Key, Snapshot
 
@@ -101,7 +101,7 @@ class HookPersistence:
             return None
         updated: list[tuple[int, Key, dict[str, Any]]] = []
         for key, raw in changeset.upserts.items():
-            env = decode_envelope_full(raw, key=f"{key[0]}/{key[1]}")
+            env = decode_envelope(raw, key=f"{key[0]}/{key[1]}")
             updated.append((env.seq, key, env.data))
         updated.sort(key=lambda item: item[0])
         mirror = {name: dict(records) for name, records in self._mirror.items()}

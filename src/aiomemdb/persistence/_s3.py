@@ -358,7 +358,7 @@ class S3Persistence:
 
     @staticmethod
     def _decode(raw: bytes, key: str, collection: str, name: str) -> _codec.Envelope:
-        env = _codec.decode_envelope_full(raw, key=key, collection=collection, name=name)
+        env = _codec.decode_envelope(raw, key=key, collection=collection, name=name)
         if collection == _codec.SESSIONS:
             _codec.check_stored_session(env.id, env.data, key=key)
         return env
@@ -491,7 +491,7 @@ class S3Persistence:
                 continue
             theirs = self._decode(their_bytes, s3_key, collection, self._name(s3_key))
             if ours is None:
-                ours = _codec.decode_envelope_full(body, key=s3_key)
+                ours = _codec.decode_envelope(body, key=s3_key)
             candidate = _codec.merge_sessions(ours.data, theirs.data)
             if _strip(candidate) == _strip(theirs.data):
                 # Theirs already contains everything of ours (e.g. our merge landed before): keep it as it is.
