@@ -8,8 +8,8 @@ snapshot, taken atomically after each flush's changes are applied::
 ``load`` may return that shape, a seed-style ``{session_id: session}`` dict (read as the sessions
 collection, so existing blobs migrate), or ``None`` / ``{}`` for "nothing stored yet". Anything else raises
 :class:`~aiomemdb.CorruptDataError`; an exception raised by ``load`` propagates as
-:class:`~aiomemdb.PersistenceError`, never as an empty store. Treat the snapshot as read-only: its records
-are shared with the next snapshot.
+:class:`~aiomemdb.PersistenceError`, never as an empty store. Treat the snapshot as read-only: its dicts are
+the persistence's own (copying the whole store once more on every flush would buy nothing a serialiser needs).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class HookPersistence:
             records[rid] = record
         for name, rid in changeset.deletes:
             mirror.get(name, {}).pop(rid, None)
-        snapshot = {"format_version": 1, "collections": {n: dict(r) for n, r in mirror.items() if r}}
+        snapshot = {"format_version": 1, "collections": {n: r for n, r in mirror.items() if r}}
         try:
             await self._save(snapshot)
         except AiomemdbError:
