@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +95,13 @@ class Muted:
 
     async def save(self, changeset: Changeset) -> Mapping[Key, dict[str, Any]] | None:
         return None if self.muted else await self.inner.save(changeset)
+
+    async def list_keys(self, collection: str | None = None) -> list[Key]:
+        return await self.inner.list_keys(collection)
+
+    @property
+    def quarantined(self) -> Sequence[tuple[str, str]]:
+        return self.inner.quarantined
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -350,7 +350,7 @@ async def test_thousand_concurrent_updates_lose_nothing(db: AsyncInMemoryDb) -> 
         got = await db.get_session(f"s{i}")
         assert got is not None
         assert got["session_data"]["n"] == 100
-    assert db._locks == {}  # every per-session lock was dropped once idle
+    assert db._rt.locks == {}  # every per-session lock was dropped once idle
 
 
 async def test_cancelled_update_writes_nothing_and_releases_lock(db: AsyncInMemoryDb) -> None:
@@ -376,7 +376,7 @@ async def test_cancelled_update_writes_nothing_and_releases_lock(db: AsyncInMemo
     assert got is not None
     assert got["summary"] == "queued"
     assert got["version"] == 2
-    assert db._locks == {}
+    assert db._rt.locks == {}
 
 
 async def test_cancelled_waiting_write_lands_nothing(db: AsyncInMemoryDb) -> None:

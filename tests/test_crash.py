@@ -42,7 +42,7 @@ import pytest
 
 from aiomemdb import AsyncInMemoryDb, DirectoryPersistence
 from aiomemdb._codec import check_stored_session, decode_envelope
-from aiomemdb._journal import Journal
+from aiomemdb._io._journal import Journal
 
 from ._crash_child import NOTES, ROW_PAD, RUN_PAD, SESSIONS, run, user_of
 
@@ -310,9 +310,9 @@ async def test_crash_between_flush_and_journal_truncation_replays(
     live, image = tmp_path / "live", tmp_path / "image"
     release = Journal.release
 
-    async def crash_then_release(journal: Journal, upto: int) -> None:
+    def crash_then_release(journal: Journal, upto: int) -> None:
         shutil.copytree(live, image)  # the disk at this instant: the flush is saved, the segment not yet gone
-        await release(journal, upto)
+        release(journal, upto)
 
     db = AsyncInMemoryDb(persistence=DirectoryPersistence(live), durability="journal", flush_interval=3600)
     async with db:

@@ -10,7 +10,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,13 @@ class Flaky:
             self.fail -= 1
             raise OSError("disk full")
         return await self.inner.save(changeset)
+
+    async def list_keys(self, collection: str | None = None) -> list[Key]:
+        return await self.inner.list_keys(collection)
+
+    @property
+    def quarantined(self) -> Sequence[tuple[str, str]]:
+        return self.inner.quarantined
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -41,7 +41,7 @@ def test_store_options_match_the_constructor() -> None:
     """StoreOptions (used by InMemoryDb and the Agno classes) names exactly AsyncInMemoryDb's keywords."""
     import inspect
 
-    from aiomemdb._core import StoreOptions
+    from aiomemdb._async import StoreOptions
 
     params = set(inspect.signature(aiomemdb.AsyncInMemoryDb.__init__).parameters) - {"self"}
     assert set(StoreOptions.__annotations__) == params

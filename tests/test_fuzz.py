@@ -317,7 +317,7 @@ class Harness(RuleBasedStateMachine):
                 for task in asyncio.all_tasks(self.loop):  # only left when aclose failed (a failure is reported)
                     task.cancel()
                 self.run(asyncio.sleep(0))
-                self.db._state = "closed"  # a failed close must not also warn from __del__ in a later test
+                self.db._rt.state = "closed"  # a failed close must not also warn from __del__ in a later test
                 self.loop.close()
                 shutil.rmtree(self.tmp, ignore_errors=True)
 

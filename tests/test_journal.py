@@ -146,7 +146,7 @@ async def test_fsync_per_write_and_explicit_path(tmp_path: Path) -> None:
         assert await recovered.get_session("a") is not None
 
 
-def test_journal_path_needs_journal_durability(tmp_path: Path) -> None:
-    """journal_path without durability='journal' is a mistake and is refused."""
-    with pytest.raises(ValidationError):
-        AsyncInMemoryDb(persistence=DirectoryPersistence(tmp_path), journal_path=tmp_path / "j")
+def test_journal_path_needs_a_persistence(tmp_path: Path) -> None:
+    """journal_path without a persistence to flush the journal's writes to is a mistake and is refused."""
+    with pytest.raises(ValidationError, match="persistence"):
+        AsyncInMemoryDb(journal_path=tmp_path / "j")

@@ -129,7 +129,7 @@ async def test_expiry_sweep_yields_between_slices(tmp_path: Path) -> None:
     async with AsyncInMemoryDb(persistence=DirectoryPersistence(tmp_path, fsync=False), ttl=3600) as db:
         await db.upsert_sessions([sess(f"s{i}", n_runs=0) for i in range(5000)])
         await db.flush()
-        db._ttl = 1e-9  # everything is now idle for longer than ttl
+        db._kernel.res.ttl = 1e-9  # everything is now idle for longer than ttl
         ticks = 0
 
         async def ticker() -> None:
@@ -140,7 +140,8 @@ async def test_expiry_sweep_yields_between_slices(tmp_path: Path) -> None:
 
         task = asyncio.create_task(ticker())
         await asyncio.sleep(0)
-        expired = await db._sweep_once()
+        assert db._rt.sweeper is not None
+        expired = await db._rt.sweeper.sweep()
         task.cancel()
         assert expired == 5000
         assert ticks >= 4  # the sweep gave the loop back at least once per 1,024 sessions

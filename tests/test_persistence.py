@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,13 @@ class Recording:
         self.changesets.append(changeset)
         await asyncio.sleep(self.save_delay)  # storage latency, so that concurrent writers can pile up
         return await self.inner.save(changeset)
+
+    async def list_keys(self, collection: str | None = None) -> list[Key]:
+        return await self.inner.list_keys(collection)
+
+    @property
+    def quarantined(self) -> Sequence[tuple[str, str]]:
+        return self.inner.quarantined
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -111,7 +111,7 @@ def test_facade_has_no_public_method_the_core_lacks() -> None:
 
 def test_constructor_takes_the_core_arguments(tmp_path: Path) -> None:
     """InMemoryDb takes exactly AsyncInMemoryDb's keyword arguments (typed as StoreOptions) and hands them on."""
-    from aiomemdb._core import StoreOptions
+    from aiomemdb._async import StoreOptions
 
     hints = typing.get_type_hints(InMemoryDb.__init__, include_extras=True)
     assert hints["options"] == typing.Unpack[StoreOptions]
@@ -120,7 +120,8 @@ def test_constructor_takes_the_core_arguments(tmp_path: Path) -> None:
     with InMemoryDb(
         persistence=DirectoryPersistence(tmp_path), durability="manual", flush_interval=7.5, max_sessions=3
     ) as db:
-        assert (db._db._durability, db._db._flush_interval, db._db._max_sessions) == ("manual", 7.5, 3)
+        cfg = db._db._config
+        assert (cfg.durability, cfg.flush_interval, cfg.max_sessions) == ("manual", 7.5, 3)
     with pytest.raises(TypeError):
         InMemoryDb(not_an_option=1)  # type: ignore[call-arg]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging as _logging
 from typing import TYPE_CHECKING, Any
 
-from aiomemdb._core import AsyncInMemoryDb, Durability
+from aiomemdb._async import AsyncInMemoryDb, Durability
 from aiomemdb._exceptions import (
     AiomemdbError,
     ClosedError,

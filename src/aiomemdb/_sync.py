@@ -28,7 +28,7 @@ from contextvars import Context
 from types import TracebackType
 from typing import Any, Self, TypeVar, TypeVarTuple, Unpack
 
-from aiomemdb._core import AsyncInMemoryDb, RecordFn, SessionFn, SortBy, SortOrder, StoreOptions
+from aiomemdb._async import AsyncInMemoryDb, RecordFn, SessionFn, SortBy, SortOrder, StoreOptions
 from aiomemdb._exceptions import ClosedError
 from aiomemdb._stats import FlushReport, Stats
 

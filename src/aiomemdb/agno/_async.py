@@ -14,8 +14,8 @@ from typing import Any, Literal, Self, TypeVar, Unpack
 
 from agno.db.base import AsyncBaseDb, SessionType
 
-from aiomemdb._core import AsyncInMemoryDb as _Store
-from aiomemdb._core import StoreOptions
+from aiomemdb._async import AsyncInMemoryDb as _Store
+from aiomemdb._async import StoreOptions
 from aiomemdb._stats import FlushReport, Stats
 from aiomemdb.agno._call import Op, drive_async
 from aiomemdb.agno._learnings import LearningOps, learning_filters

@@ -15,7 +15,7 @@ from typing import Any, Literal, Self, TypeVar, Unpack
 
 from agno.db.base import BaseDb, SessionType
 
-from aiomemdb._core import StoreOptions
+from aiomemdb._async import StoreOptions
 from aiomemdb._stats import FlushReport, Stats
 from aiomemdb._sync import InMemoryDb as _Store
 from aiomemdb.agno._call import Op, drive

@@ -13,13 +13,13 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiomemdb._async import AsyncInMemoryDb
 from aiomemdb._codec import SESSIONS, check_collection, check_stored_session, decode_envelope
-from aiomemdb._core import AsyncInMemoryDb
 from aiomemdb._exceptions import AiomemdbError, PersistenceError, ValidationError
 from aiomemdb._stats import Event
 from aiomemdb.cli._progress import Progress, pool, waiting
@@ -82,8 +82,15 @@ class ReadOnly:
     async def load_one(self, collection: str, record_id: str) -> dict[str, Any] | None:
         return await self.inner.load_one(collection, record_id)
 
+    async def list_keys(self, collection: str | None = None) -> list[Key]:
+        return await self.inner.list_keys(collection)
+
     async def save(self, changeset: Changeset) -> Mapping[Key, dict[str, Any]] | None:
         raise PersistenceError("this command is read-only")
+
+    @property
+    def quarantined(self) -> Sequence[tuple[str, str]]:
+        return self.inner.quarantined
 
     async def aclose(self) -> None:
         await self.inner.aclose()

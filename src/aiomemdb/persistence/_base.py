@@ -1,13 +1,14 @@
 """The persistence protocol: what the core hands to storage and what it expects back.
 
-A persistence is any object with these five coroutines; nothing needs to inherit from anything. The core owns
+A persistence is any object with these six coroutines and the ``quarantined`` list; nothing needs to inherit
+from anything. The core owns
 encoding: :meth:`Persistence.save` receives bytes that are written as they are, and :meth:`Persistence.load`
 returns records decoded through :mod:`aiomemdb._codec`, so every byte on disk or in S3 has one format.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -66,6 +67,13 @@ class Persistence(Protocol):
         """Return one stored record, or ``None`` when it does not exist."""
         ...
 
+    async def list_keys(self, collection: str | None = None) -> list[Key]:
+        """Every stored key (of ``collection``, if given), without reading the records.
+
+        A lazy store uses it to delete what it never loaded (``drop()``, ``clear_collection()``).
+        """
+        ...
+
     async def save(self, changeset: Changeset) -> Mapping[Key, dict[str, Any]] | None:
         """Apply a changeset (every upsert and every delete) or raise.
 
@@ -77,4 +85,9 @@ class Persistence(Protocol):
 
     async def aclose(self) -> None:
         """Release resources. Clients the caller injected are left open."""
+        ...
+
+    @property
+    def quarantined(self) -> Sequence[tuple[str, str]]:
+        """``(key, reason)`` of every corrupt object moved aside by this instance (``on_corrupt="quarantine"``)."""
         ...

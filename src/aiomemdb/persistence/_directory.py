@@ -24,6 +24,7 @@ from aiomemdb._codec import (
     check_collection,
     check_stored_session,
     decode_envelope,
+    id_from_object_name,
     in_write_order,
     object_name,
 )
@@ -240,6 +241,28 @@ class DirectoryPersistence:
                 raise PersistenceError(f"cannot fsync {directory}: {exc}", key=str(directory), cause=exc) from exc
             finally:
                 os.close(fd)
+
+    async def list_keys(self, collection: str | None = None) -> list[Key]:
+        """Every stored key (of ``collection``), from file names; a hashed (long) name's id is read from its file."""
+
+        def scan() -> list[Key]:
+            keys: list[Key] = []
+            for coll, path in self._list():
+                if collection is not None and coll != collection:
+                    continue
+                rid = id_from_object_name(path.name[: -len(_SUFFIX)])
+                if rid is None:
+                    try:
+                        raw = path.read_bytes()
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        raise PersistenceError(f"cannot read {path}: {exc}", key=str(path), cause=exc) from exc
+                    rid = self._decode(raw, path, coll).id
+                keys.append((coll, rid))
+            return keys
+
+        return await asyncio.to_thread(scan)
 
     async def aclose(self) -> None:
         """Nothing to release."""

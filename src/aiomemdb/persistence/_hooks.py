@@ -14,7 +14,8 @@ the persistence's own (copying the whole store once more on every flush would bu
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiomemdb._codec import SESSIONS, check_collection, decode_envelope
@@ -40,14 +41,22 @@ class HookPersistence:
         self._save = save
         self._mirror: dict[str, dict[str, dict[str, Any]]] = {}
         self._loaded = False
+        self._loading: asyncio.Future[Snapshot] | None = None
+        self._saves = 0  # successful saves so far: a load that began before one must not replace the mirror
+        self.quarantined: Sequence[tuple[str, str]] = ()
 
     async def open(self) -> None:
         """Nothing to acquire."""
 
     async def load(self) -> Snapshot:
-        """Call the load hook and parse what it returned."""
+        """Call the load hook and parse what it returned.
+
+        The result becomes the mirror that later saves build on, unless a save completed while the hook ran
+        (then the mirror already holds newer data, and this older snapshot must not replace it).
+        """
         if self._load is None:
             return {}
+        saves = self._saves
         try:
             raw = await self._load()
         except AiomemdbError:
@@ -55,10 +64,23 @@ class HookPersistence:
         except Exception as exc:
             raise PersistenceError(f"load hook failed: {exc!r}", key="load", cause=exc) from exc
         snapshot = self._parse(raw)
-        self._mirror = {name: dict(records) for name, records in snapshot.items()}
-        self._loaded = True
+        if self._saves == saves:
+            self._mirror = {name: dict(records) for name, records in snapshot.items()}
+            self._loaded = True
         return snapshot
 
+    async def _ensure_loaded(self) -> None:
+        """Load the snapshot once (single-flight: concurrent first reads share one call of the hook)."""
+        if self._loaded or self._load is None:
+            return
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self.load())
+        loading = self._loading
+        try:
+            await asyncio.shield(loading)
+        finally:
+            if loading.done() and self._loading is loading:
+                self._loading = None  # a failed load is retried by the next caller
     @staticmethod
     def _parse(raw: Any) -> Snapshot:
         if raw is None:
@@ -91,14 +113,20 @@ class HookPersistence:
 
     async def load_one(self, collection: str, record_id: str) -> dict[str, Any] | None:
         """Serve from the snapshot (hooks cannot fetch one record: the first call loads the whole snapshot)."""
-        if not self._loaded:
-            await self.load()
+        await self._ensure_loaded()
         return self._mirror.get(collection, {}).get(record_id)
+
+    async def list_keys(self, collection: str | None = None) -> list[Key]:
+        """Every key of the snapshot (of ``collection``)."""
+        await self._ensure_loaded()
+        return [(name, rid) for name, records in self._mirror.items() if collection in (None, name) for rid in records]
 
     async def save(self, changeset: Changeset) -> None:
         """Apply the changeset to the mirror and hand the whole snapshot to the save hook."""
         if self._save is None:
             return None
+        # Saving a snapshot that lacks what was never loaded would delete it: load first.
+        await self._ensure_loaded()
         updated: list[tuple[int, Key, dict[str, Any]]] = []
         for key, raw in changeset.upserts.items():
             env = decode_envelope(raw, key=f"{key[0]}/{key[1]}")
@@ -120,6 +148,7 @@ class HookPersistence:
         except Exception as exc:
             raise PersistenceError(f"save hook failed: {exc!r}", key="save", cause=exc) from exc
         self._mirror = mirror
+        self._saves += 1
         return None
 
     async def aclose(self) -> None:

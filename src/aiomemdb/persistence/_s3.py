@@ -356,6 +356,24 @@ class S3Persistence:
         self._etags[(collection, record_id)] = etag
         return env.data
 
+    async def list_keys(self, collection: str | None = None) -> list[Key]:
+        """Every stored key (of ``collection``), from one LIST; a hashed (long) name's id is read with a GET."""
+        prefix = self._root if collection is None else f"{self._root}{_codec.check_collection(collection)}/"
+        keys: list[Key] = []
+        async for key in self._list(prefix):
+            parsed = self._parse_key(key)
+            if parsed is None:
+                continue
+            coll, name = parsed
+            rid = _codec.id_from_object_name(name)
+            if rid is None:
+                got = await self._get(key)
+                if got is None:
+                    continue
+                rid = self._decode(got[0], key, coll, name).id
+            keys.append((coll, rid))
+        return keys
+
     @staticmethod
     def _decode(raw: bytes, key: str, collection: str, name: str) -> _codec.Envelope:
         env = _codec.decode_envelope(raw, key=key, collection=collection, name=name)

@@ -1,0 +1,67 @@
+"""Fetching single records from storage on demand: lazy misses and evicted payloads.
+
+Single-flight: concurrent misses on one key share one fetch, and a caller that is cancelled does not cancel
+the fetch the others wait for. Generation-checked: every fetch holds a :class:`~aiomemdb._kernel.LoadTicket`,
+and the kernel installs its result only if the key was not written or deleted since the fetch began, so a
+slow load can never bring back a deleted session or revert a newer write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from aiomemdb._kernel import Kernel, Key
+from aiomemdb.persistence._base import Persistence
+
+__all__ = ["Loader"]
+
+
+class Loader:
+    """Owns the fetch tasks of one store."""
+
+    def __init__(self, kernel: Kernel, persistence: Persistence) -> None:
+        self._kernel = kernel
+        self._persistence = persistence
+        self._tasks: dict[Key, asyncio.Task[None]] = {}
+
+    async def fetch(self, keys: Iterable[Key]) -> None:
+        """Fetch ``keys`` (in parallel) into memory; raises the first failure."""
+        tasks = [self._task(key) for key in dict.fromkeys(keys)]
+        # shield: a cancelled caller must not cancel a fetch that other callers are waiting for.
+        if len(tasks) == 1:
+            await asyncio.shield(tasks[0])
+        else:
+            await asyncio.shield(asyncio.gather(*tasks))
+
+    def _task(self, key: Key) -> asyncio.Task[None]:
+        task = self._tasks.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._fetch_one(key), name="aiomemdb-load")
+            self._tasks[key] = task
+            task.add_done_callback(lambda t: self._done(key, t))
+        return task
+
+    def _done(self, key: Key, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: its callers got it; nobody else should be told it was lost
+
+    async def _fetch_one(self, key: Key) -> None:
+        ticket = self._kernel.begin_load(key)
+        if ticket is None:
+            return
+        try:
+            doc = await self._persistence.load_one(*key)
+            self._kernel.finish_load(ticket, doc)
+        finally:
+            self._kernel.end_load(ticket)
+
+    async def stop(self) -> None:
+        """Cancel fetches in flight and wait for them to end."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # their errors went to their callers (and were retrieved in _done)
