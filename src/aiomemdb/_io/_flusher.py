@@ -24,6 +24,7 @@ from aiomemdb._exceptions import AiomemdbError, PersistenceError
 from aiomemdb._io._journal import Journal
 from aiomemdb._io._threads import run_blocking
 from aiomemdb._kernel import FlushTicket, Kernel, Key
+from aiomemdb._kernel import _storage as storage
 from aiomemdb._stats import FlushReport
 from aiomemdb.persistence._base import Changeset, Persistence
 
@@ -83,7 +84,7 @@ class Flusher:
 
     async def _flush_locked(self) -> FlushReport:
         started = time.perf_counter()
-        ticket = self._kernel.begin_flush()
+        ticket = storage.begin_flush(self._kernel)
         if ticket is None:
             return FlushReport()
         work = asyncio.ensure_future(self._encode_and_save(ticket))
@@ -95,7 +96,7 @@ class Flusher:
                 cancelled = True
         exc = asyncio.CancelledError() if work.cancelled() else work.exception()
         if exc is not None:
-            self._kernel.fail_flush(ticket)
+            storage.fail_flush(self._kernel, ticket)
             self.failures += 1
             self.last_error = repr(exc)
             self._emit("flush_failed", {"error": repr(exc), "keys": len(ticket.keys)})
@@ -105,7 +106,7 @@ class Flusher:
                 raise exc
             raise PersistenceError(f"flush failed: {exc!r}", cause=exc) from exc
         changeset, merged, versions = work.result()
-        adopted = self._kernel.finish_flush(ticket, merged, versions)
+        adopted = storage.finish_flush(self._kernel, ticket, merged, versions)
         if self.journal is not None and ticket.segment is not None:
             try:
                 await run_blocking(self.journal.release, ticket.segment)
@@ -141,7 +142,7 @@ class Flusher:
             if start:
                 # A key changed after it was encoded here is dirty again, so yielding cannot lose a write.
                 await asyncio.sleep(0)
-            up, gone, ver = self._kernel.encode(keys[start : start + _SLICE])
+            up, gone, ver = storage.encode(self._kernel, keys[start : start + _SLICE])
             upserts.update(up)
             deletes.update(gone)
             versions.update(ver)

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Iterable
 
 from aiomemdb._kernel import Kernel, Key
+from aiomemdb._kernel import _storage as storage
 from aiomemdb.persistence._base import Persistence
 
 __all__ = ["Loader"]
@@ -49,14 +50,14 @@ class Loader:
             task.exception()  # retrieved: its callers got it; nobody else should be told it was lost
 
     async def _fetch_one(self, key: Key) -> None:
-        ticket = self._kernel.begin_load(key)
+        ticket = storage.begin_load(self._kernel, key)
         if ticket is None:
             return
         try:
             doc = await self._persistence.load_one(*key)
-            self._kernel.finish_load(ticket, doc)
+            storage.finish_load(self._kernel, ticket, doc)
         finally:
-            self._kernel.end_load(ticket)
+            storage.end_load(self._kernel, ticket)
 
     async def stop(self) -> None:
         """Cancel fetches in flight and wait for them to end."""

@@ -25,6 +25,7 @@ from aiomemdb._io._syncer import Syncer
 from aiomemdb._io._threads import run_blocking
 from aiomemdb._kernel import Drop, Kernel, Key, NeedsLoad, parse_entry
 from aiomemdb._kernel import _ops as ops
+from aiomemdb._kernel import _storage as storage
 from aiomemdb.persistence._base import Persistence
 
 __all__ = ["Runtime", "SessionLock"]
@@ -145,7 +146,7 @@ class Runtime:
         await persistence.open()
         if not self.kernel.lazy:
             began = time.perf_counter()
-            self.kernel.ingest(await persistence.load())
+            storage.ingest(self.kernel, await persistence.load())
             self._emit("load", {"records": self.kernel.counts["loads"], "duration": time.perf_counter() - began})
         if self._journal_dir is None:
             return

@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Protocol
 
-from aiomemdb._codec import SESSIONS, check_collection, encode_envelope, merge_sessions
-from aiomemdb._exceptions import ConflictError, CorruptDataError, NotFoundError, OwnershipError, ValidationError
+from aiomemdb._codec import SESSIONS
+from aiomemdb._exceptions import ConflictError, NotFoundError, OwnershipError, ValidationError
 from aiomemdb._index import SessionIndex
 from aiomemdb._kernel._effects import Blob, Drop, Effect, SetRecord, SetRun, SetSession, journal_line
 from aiomemdb._kernel._query import Query, select
 from aiomemdb._kernel._residency import Residency
-from aiomemdb._record import SessionRecord, encode_record, record_owner
+from aiomemdb._record import SessionRecord
 
 __all__ = ["FlushTicket", "JournalSink", "Kernel", "LoadTicket", "NeedsLoad"]
 
@@ -125,7 +125,7 @@ class Kernel:
         self.seq = max(self.seq + 1, time.time_ns())
         return self.seq
 
-    def _event(self, kind: str, **data: Any) -> None:
+    def event(self, kind: str, **data: Any) -> None:
         self._events.append((kind, data))
 
     def deliver(self) -> None:
@@ -136,7 +136,7 @@ class Kernel:
             for kind, data in events:
                 self.on_event(kind, data)
 
-    def _authoritative(self, key: Key) -> bool:
+    def authoritative(self, key: Key) -> bool:
         """Memory wins for what was written or deleted since the last flush (and what is being flushed)."""
         return key in self.dirty or key in self.in_flight
 
@@ -145,7 +145,7 @@ class Kernel:
         rec = self.sessions.get(sid)
         if rec is None:
             key = (SESSIONS, sid)
-            if self.lazy and key not in fetched and not self._authoritative(key):
+            if self.lazy and key not in fetched and not self.authoritative(key):
                 raise NeedsLoad([key])
             return None
         if payload and not rec.resident:
@@ -167,7 +167,7 @@ class Kernel:
         """A collection record, or None; raises NeedsLoad on a lazy miss."""
         blob = self.collections.get(collection, {}).get(rid)
         key = (collection, rid)
-        if blob is None and self.lazy and key not in fetched and not self._authoritative(key):
+        if blob is None and self.lazy and key not in fetched and not self.authoritative(key):
             raise NeedsLoad([key])
         return blob
 
@@ -194,7 +194,7 @@ class Kernel:
 
     def _apply(self, effect: Effect) -> Iterable[Key]:
         if isinstance(effect, SetSession):
-            self._set_session(effect.sid, effect.rec)
+            self.set_session(effect.sid, effect.rec)
             return ((SESSIONS, effect.sid),)
         if isinstance(effect, SetRun):
             rec = self.sessions[effect.sid]
@@ -219,7 +219,7 @@ class Kernel:
             return ((effect.collection, effect.rid),)
         return self._drop(effect)
 
-    def _set_session(self, sid: str, rec: SessionRecord | None) -> None:
+    def set_session(self, sid: str, rec: SessionRecord | None) -> None:
         old = self.sessions.get(sid)
         if old is not None:
             self.res.bytes -= old.size
@@ -276,7 +276,7 @@ class Kernel:
         rec.evict()
         self.res.forget(sid)
         self.counts["expirations" if kind == "expire" else "evictions"] += 1
-        self._event(kind, collection=SESSIONS, id=sid)
+        self.event(kind, collection=SESSIONS, id=sid)
 
     def pin(self, sids: Sequence[str]) -> None:
         """Keep these payloads in memory (once resident) until :meth:`unpin`."""
@@ -301,188 +301,6 @@ class Kernel:
                 self.wake_flusher()
         self.deliver()
         return len(victims), more and bool(victims)
-
-    # -- loads -----------------------------------------------------------------------------------------------
-
-    def begin_load(self, key: Key) -> LoadTicket | None:
-        """Start fetching ``key``, or None when memory already has what storage could give."""
-        with self.lock:
-            if self._authoritative(key):
-                return None
-            collection, rid = key
-            if collection == SESSIONS:
-                rec = self.sessions.get(rid)
-                if rec is not None and rec.resident:
-                    return None
-            elif rid in self.collections.get(collection, {}):
-                return None
-            ticket = self.loading.get(key)
-            if ticket is None or ticket.stale:
-                ticket = self.loading[key] = LoadTicket(key)
-            return ticket
-
-    def end_load(self, ticket: LoadTicket) -> None:
-        """Forget a finished (or abandoned) fetch."""
-        with self.lock:
-            if self.loading.get(ticket.key) is ticket:
-                del self.loading[ticket.key]
-
-    def finish_load(self, ticket: LoadTicket, doc: dict[str, Any] | None) -> None:
-        """Install what a fetch returned, unless the key was written or deleted since it began.
-
-        Raises:
-            CorruptDataError: the stored document is not a valid record for its key.
-        """
-        collection, rid = ticket.key
-        where = f"{collection}/{rid}"
-        loaded = None
-        if doc is not None and collection == SESSIONS:
-            loaded = SessionRecord.from_stored(doc, seq=0, key=where)  # encode outside the lock
-            if loaded.session_id != rid:
-                raise CorruptDataError(f"{where}: contains session_id {loaded.session_id!r}", key=where)
-        blob = None
-        if doc is not None and collection != SESSIONS:
-            blob = (encode_record(doc, what=where), record_owner(doc), 0)
-        with self.lock:
-            if self.loading.get(ticket.key) is ticket:
-                del self.loading[ticket.key]
-            if ticket.stale or self._authoritative(ticket.key):
-                return
-            if collection != SESSIONS:
-                table = self.collections.setdefault(collection, {})
-                if blob is not None and rid not in table:
-                    table[rid] = (blob[0], blob[1], self.next_seq())
-                    self._loaded(collection, rid)
-                return
-            current = self.sessions.get(rid)
-            if current is not None and current.resident:
-                return
-            if loaded is None:
-                if current is not None:  # evicted here, deleted in storage (by another replica)
-                    self.index.remove(current)
-                    del self.sessions[rid]
-                return
-            loaded.seq = self.next_seq() if current is None else current.seq
-            if current is not None and loaded.version == current.version:
-                current.refill(loaded)
-                self.res.bytes += current.size
-                self.res.touch(rid)
-            else:
-                self._set_session(rid, loaded)
-            self._loaded(collection, rid)
-            self.settle()
-        self.deliver()
-
-    def _loaded(self, collection: str, rid: str) -> None:
-        self.counts["lazy_loads"] += 1
-        self._event("lazy_load", collection=collection, id=rid)
-
-    def ingest(self, snapshot: Mapping[str, Mapping[str, dict[str, Any]]]) -> None:
-        """Install a snapshot loaded at start (not dirty); anything written before it (dirty) wins."""
-        for collection, records in snapshot.items():
-            check_collection(collection)
-            built: list[tuple[str, Any]] = []
-            for rid, doc in records.items():
-                where = f"{collection}/{rid}"
-                if collection == SESSIONS:
-                    rec = SessionRecord.from_stored(doc, seq=0, key=where)
-                    if rec.session_id != rid:
-                        raise CorruptDataError(f"{where}: contains session_id {rec.session_id!r}", key=where)
-                    built.append((rid, rec))
-                else:
-                    built.append((rid, (encode_record(doc, what=where), record_owner(doc))))
-            with self.lock:
-                for rid, item in built:
-                    if (collection, rid) in self.dirty:
-                        continue
-                    if collection == SESSIONS:
-                        item.seq = self.next_seq()
-                        self._set_session(rid, item)
-                    else:
-                        self.collections.setdefault(collection, {})[rid] = (item[0], item[1], self.next_seq())
-                    self.counts["loads"] += 1
-                self.settle()
-        self.deliver()
-
-    # -- flushing --------------------------------------------------------------------------------------------
-
-    def begin_flush(self) -> FlushTicket | None:
-        """Take the dirty set for one flush (and rotate the journal), or None when nothing is dirty."""
-        with self.lock:
-            if not self.dirty:
-                self.persisted_seq = self.seq
-                return None
-            keys = list(self.dirty)
-            self.dirty = {}
-            self.in_flight.update(keys)
-            segment = self.journal.rotate() if self.journal is not None else None
-            return FlushTicket(keys, self.seq, segment)
-
-    def encode(self, keys: Sequence[Key]) -> tuple[dict[Key, bytes], set[Key], dict[Key, int]]:
-        """Envelopes for the upserts among ``keys``, the deletes, and each session's version."""
-        upserts: dict[Key, bytes] = {}
-        deletes: set[Key] = set()
-        versions: dict[Key, int] = {}
-        with self.lock:
-            for key in keys:
-                collection, rid = key
-                if collection == SESSIONS:
-                    rec = self.sessions.get(rid)
-                    if rec is None:
-                        deletes.add(key)
-                    else:
-                        # dirty and in-flight payloads are never evicted, so this one is resident
-                        upserts[key] = encode_envelope(collection, rid, rec.doc_bytes(), seq=rec.seq)
-                        versions[key] = rec.version
-                else:
-                    blob = self.collections.get(collection, {}).get(rid)
-                    if blob is None:
-                        deletes.add(key)
-                    else:
-                        upserts[key] = encode_envelope(collection, rid, blob[0], seq=blob[2])
-        return upserts, deletes, versions
-
-    def fail_flush(self, ticket: FlushTicket) -> None:
-        """The flush failed: its keys are dirty again, ahead of anything dirtied since."""
-        with self.lock:
-            self.in_flight.difference_update(ticket.keys)
-            self.dirty = {**dict.fromkeys(ticket.keys), **self.dirty}
-
-    def finish_flush(
-        self, ticket: FlushTicket, merged: Mapping[Key, dict[str, Any]] | None, versions: Mapping[Key, int]
-    ) -> int:
-        """The flush succeeded: adopt what storage merged, record what is persisted, evict what may go."""
-        with self.lock:
-            self.in_flight.difference_update(ticket.keys)
-            adopted = self._adopt(merged, versions) if merged else 0
-            self.persisted_seq = max(self.persisted_seq, ticket.covered)
-            self.res.blocked = False
-            self.settle()
-        self.deliver()
-        return adopted
-
-    def _adopt(self, merged: Mapping[Key, dict[str, Any]], versions: Mapping[Key, int]) -> int:
-        """Take in what storage holds after merging our write with another replica's (lock held)."""
-        for key, doc in merged.items():
-            collection, rid = key
-            self._event("merge", collection=collection, id=rid)
-            if collection != SESSIONS:
-                if key not in self.dirty:
-                    blob = (encode_record(doc, what=rid), record_owner(doc), self.next_seq())
-                    self.commit([SetRecord(collection, rid, blob)], dirty=False)
-                continue
-            current = self.sessions.get(rid)
-            if current is None:
-                continue
-            if current.version == versions.get(key) and key not in self.dirty:
-                rec = SessionRecord.from_stored(doc, seq=self.next_seq(), key=rid)
-                self.commit([SetSession(rid, rec)], dirty=False)
-            elif current.resident:
-                # Changed again while the flush ran: fold storage's merge into the newer local version.
-                both = merge_sessions(current.to_dict(), doc)
-                self.commit([SetSession(rid, SessionRecord.from_stored(both, seq=self.next_seq(), key=rid))])
-        self.counts["merged"] += len(merged)
-        return len(merged)
 
     # -- sessions: building records (lock held) --------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from aiomemdb._kernel._kernel import Kernel, Key, NeedsLoad
 from aiomemdb._record import SessionRecord
 
 __all__ = [
+    "adopt_storage_dict",
     "clear_collection",
     "delete_records",
     "delete_run",
@@ -214,6 +215,38 @@ def replay(k: Kernel, effects: list[Effect], fetched: Fetched) -> None:
         # A run of a session deleted later (whose delete a flush already persisted) has nothing to apply to.
         kept = [e for e in effects if not (isinstance(e, SetRun) and e.sid not in k.sessions)]
         k.commit(kept, journal=False)
+
+
+# -- the caller's storage_dict ------------------------------------------------------------------------------
+
+
+def adopt_storage_dict(k: Kernel, storage: dict[str, Any]) -> None:
+    """Take the caller's ``storage_dict`` in as the sessions (validated: a bad entry names its key)."""
+    if not isinstance(storage, dict):
+        raise ValidationError(f"storage_dict must be a dict, got {type(storage).__name__}")
+    built: list[SessionRecord] = []
+    for key, value in storage.items():
+        if not isinstance(key, str):
+            raise ValidationError(f"storage_dict key {key!r} is not a str")
+        if not isinstance(value, Mapping):
+            raise ValidationError(f"storage_dict[{key!r}] must be a session dict, got {type(value).__name__}")
+        if value.get("session_id") != key:
+            raise ValidationError(f"storage_dict[{key!r}] has session_id {value.get('session_id')!r}")
+        version = value.get("version")
+        try:
+            rec = SessionRecord.build(
+                value,
+                now=int(k.clock()),
+                seq=k.next_seq(),
+                previous=None,
+                preserve_timestamps=True,
+                version=version if isinstance(version, int) and not isinstance(version, bool) else 1,
+            )
+        except ValidationError as exc:
+            raise type(exc)(f"storage_dict[{key!r}]: {exc}") from exc
+        built.append(rec)
+    with k.lock:
+        k.commit([SetSession(rec.session_id, rec) for rec in built])
 
 
 # -- collections -------------------------------------------------------------------------------------------
