@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from aiomemdb._exceptions import AiomemdbError, PersistenceError
 from aiomemdb._kernel import Kernel, Key
 from aiomemdb._kernel import _storage as storage
 from aiomemdb.persistence._base import Persistence
@@ -37,7 +38,9 @@ class Loader:
 
     def _task(self, key: Key) -> asyncio.Task[None]:
         task = self._tasks.get(key)
-        if task is None:
+        # A finished task whose done-callback has not run yet must not be reused: awaiting it would not yield,
+        # and a caller retrying after a discarded (stale) load would spin without letting the callback run.
+        if task is None or task.done():
             task = asyncio.get_running_loop().create_task(self._fetch_one(key), name="aiomemdb-load")
             self._tasks[key] = task
             task.add_done_callback(lambda t: self._done(key, t))
@@ -54,7 +57,13 @@ class Loader:
         if ticket is None:
             return
         try:
-            doc = await self._persistence.load_one(*key)
+            try:
+                doc = await self._persistence.load_one(*key)
+            except AiomemdbError:
+                raise
+            except Exception as exc:
+                where = f"{key[0]}/{key[1]}"
+                raise PersistenceError(f"loading {where} failed: {exc!r}", key=where, cause=exc) from exc
             storage.finish_load(self._kernel, ticket, doc)
         finally:
             storage.end_load(self._kernel, ticket)
