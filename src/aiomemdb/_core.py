@@ -41,6 +41,7 @@ from aiomemdb._exceptions import (
 )
 from aiomemdb._journal import Journal
 from aiomemdb._memory import MemoryMixin
+from aiomemdb._options import check_hooks, check_persistence
 from aiomemdb._record import SessionRecord
 from aiomemdb._stats import Event, Stats
 from aiomemdb._store import (
@@ -153,6 +154,7 @@ class AsyncInMemoryDb(CollectionsMixin, MemoryMixin, DurabilityMixin):
         on_event: Callable[[Event], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        persistence, (load, save) = check_persistence(persistence), check_hooks(load, save)
         if persistence is not None and (load is not None or save is not None):
             raise ValidationError("pass either persistence= or load=/save= hooks, not both")
         if load is not None or save is not None:
