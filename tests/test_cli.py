@@ -699,24 +699,3 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "WARNING" not in result.stderr, result.stderr
     assert (tmp_path / "reference" / "index.html").is_file()
-
-
-def _snippets() -> list[Any]:
-    """The ```python blocks of the tutorial pages whose imports are installed."""
-    params = []
-    for page in ("getting-started.md", "events.md"):
-        blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(), flags=re.S)
-        for i, code in enumerate(blocks):
-            modules = re.findall(r"^(?:from|import) (\w+)", code, flags=re.M)
-            if all(importlib.util.find_spec(m) is not None for m in modules):
-                params.append(pytest.param(code, id=f"{page}-{i}"))
-    return params
-
-
-@pytest.mark.parametrize("code", _snippets())
-def test_docs_snippets_run(code: str, tmp_path: Path) -> None:
-    """Each runnable ```python block of the getting-started and events pages runs as written."""
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
