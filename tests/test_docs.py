@@ -138,8 +138,8 @@ def test_doc_block_runs_as_a_script(block: Block, tmp_path: Path, request: pytes
     assert result.returncode == 0, f"{block.page} line {block.line}:\n{result.stderr}"
 
 
-def test_doc_blocks_pass_mypy_strict(tmp_path: Path) -> None:
-    """All blocks, each as its own module, pass ``mypy --strict`` with the project's settings, in one run."""
+def test_doc_blocks_and_examples_pass_mypy_strict(tmp_path: Path) -> None:
+    """All blocks (each as its own module) and examples/ pass ``mypy --strict`` with the project's settings."""
     if importlib.util.find_spec("mypy") is None:
         if os.environ.get("CI"):
             pytest.fail("mypy is not installed; CI installs the dev extra, which has it")
@@ -150,6 +150,7 @@ def test_doc_blocks_pass_mypy_strict(tmp_path: Path) -> None:
             path = tmp_path / f"{block.module}.py"
             path.write_text(block.code)
             files.append(str(path))
+    files += sorted(str(p) for p in (ROOT / "examples").glob("*.py"))
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--config-file", str(ROOT / "pyproject.toml"), *files],
         cwd=tmp_path,
