@@ -285,3 +285,18 @@ def test_storage_dict_with_string_times_is_converted(tmp_path: Path) -> None:
         session = db.get_session("s1")
         assert session is not None
         assert (session["created_at"], session["updated_at"]) == (MAY_1, MAY_1 + 100)
+
+
+def test_the_agno_adapters_give_the_same_hints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiomemdb.agno's classes, built over the same options, refuse a path and a sync hook the same way."""
+    pytest.importorskip("agno", reason="agno is not installed (pip install 'aiomemdb[agno]')")
+    from aiomemdb.agno import AsyncInMemoryDb as AgnoAsyncDb
+    from aiomemdb.agno import InMemoryDb as AgnoDb
+
+    monkeypatch.chdir(tmp_path)
+    for cls in (AgnoDb, AgnoAsyncDb):
+        with pytest.raises(ValidationError, match=r"DirectoryPersistence\('./sessions'\)"):
+            cls(persistence="./sessions")
+        with pytest.raises(ValidationError, match="load= must be an async function"):
+            cls(load=_sync_load)
+    assert list(tmp_path.iterdir()) == []
