@@ -57,7 +57,9 @@ async def hooks_flow(blob_file: Path) -> None:
     # The seed-style blob written above loads as the sessions collection; saves write the full snapshot.
     async with AsyncInMemoryDb(load=load, save=save, flush_interval=0.1) as db:
         await db.upsert_run("s1", {"run_id": "r3", "input": "and its population?"})
-        print("hooks store sees:", [r["run_id"] for r in (await db.get_session("s1"))["runs"]])
+        seen = await db.get_session("s1")
+        assert seen is not None
+        print("hooks store sees:", [r["run_id"] for r in seen["runs"]])
     async with AsyncInMemoryDb(load=load, save=save) as db:
         session = await db.get_session("s1")
         assert session is not None

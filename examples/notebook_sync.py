@@ -20,7 +20,9 @@ async def notebook_cell(directory: str) -> None:
     with InMemoryDb(persistence=DirectoryPersistence(directory)) as db:
         db.upsert_session({"session_id": "nb-1", "user_id": "grace", "runs": [{"run_id": "r1", "input": "hi"}]})
         db.upsert_run("nb-1", {"run_id": "r2", "input": "and again"})
-        print("inside a running loop:", [r["run_id"] for r in db.get_session("nb-1")["runs"]])
+        session = db.get_session("nb-1")
+        assert session is not None
+        print("inside a running loop:", [r["run_id"] for r in session["runs"]])
     with InMemoryDb(persistence=DirectoryPersistence(directory)) as db:
         sessions, total = db.get_sessions(user_id="grace")
         assert total == 1, "the notebook's session was not persisted"

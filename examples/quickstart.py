@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
+from typing import Any
 
 from aiomemdb import AsyncInMemoryDb, DirectoryPersistence
 
@@ -20,7 +21,7 @@ async def main(directory: str) -> None:
             await db.upsert_run("chat-1", {"run_id": f"run-{i}", "input": question})
 
         # Atomic read-modify-write, safe under any number of concurrent tasks.
-        def count_turn(session: dict | None) -> dict | None:
+        def count_turn(session: dict[str, Any] | None) -> dict[str, Any] | None:
             assert session is not None
             data = session.setdefault("session_data", {})
             data["turns"] = data.get("turns", 0) + 1

@@ -15,6 +15,7 @@ from typing import Any, Final, Literal, TypedDict
 
 from aiomemdb._exceptions import ValidationError
 from aiomemdb._kernel import check_limit
+from aiomemdb._options import check_hooks, check_persistence
 from aiomemdb._stats import Event
 from aiomemdb.persistence._base import Persistence
 from aiomemdb.persistence._directory import DirectoryPersistence
@@ -98,6 +99,7 @@ class Config:
         Raises:
             ValidationError: an option of the wrong type or value, or options that do not go together.
         """
+        persistence, (load, save) = check_persistence(persistence), check_hooks(load, save)
         if persistence is not None and (load is not None or save is not None):
             raise ValidationError("pass either persistence= or load=/save= hooks, not both")
         if load is not None or save is not None:

@@ -14,7 +14,9 @@ the store calls inside a critical section without awaits.
 
 from __future__ import annotations
 
+import datetime
 import enum
+import math
 from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import Any
@@ -42,12 +44,55 @@ def _opt_str(session: Mapping[str, Any], field: str) -> str | None:
     raise ValidationError(f"session.{field} must be a str or None, got {type(value).__name__}")
 
 
-def _timestamp(value: Any) -> int | None:
+#: 9999-12-31T23:59:59Z, the last second a ``datetime`` (and ``aiomemdb ls``) can show; a larger number is
+#: almost always milliseconds.
+_MAX_TIMESTAMP = 253_402_300_799
+_TIMESTAMP_FORMS = "unix seconds (int or float), an ISO 8601 string with a timezone, or a timezone-aware datetime"
+
+
+def _timestamp(value: Any, path: str) -> int | None:
+    """Unix seconds from a caller's ``created_at`` / ``updated_at``; ``None`` when it is absent.
+
+    Converted: int or float unix seconds (a fraction is dropped), an ISO 8601 string with a timezone (``Z`` or
+    an offset), a timezone-aware ``datetime``. Refused, never replaced: anything ambiguous (a naive string or
+    datetime, a date), bool, NaN, infinities, times before 1970 or after 9999, and any other type.
+
+    Raises:
+        ValidationError: naming ``path`` (``session.created_at``) and what would be accepted.
+    """
     if type(value) is int:
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
+        if 0 <= value <= _MAX_TIMESTAMP:
+            return value  # the common case: what the store itself returned
+        seconds: float = value
+    elif value is None:
         return None
-    return int(value)
+    elif isinstance(value, bool) or not isinstance(value, int | float | str | datetime.datetime):
+        problem = "a date without a time" if isinstance(value, datetime.date) else f"a {type(value).__name__}"
+        raise ValidationError(f"{path} must be {_TIMESTAMP_FORMS}; got {value!r}, {problem}")
+    elif isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValidationError(f"{path} must be a finite number of unix seconds, got {value!r}")
+        seconds = value
+    else:
+        moment = value
+        if isinstance(moment, str):
+            try:
+                moment = datetime.datetime.fromisoformat(moment)
+            except ValueError:
+                raise ValidationError(f"{path} must be {_TIMESTAMP_FORMS}; got {value!r}, not ISO 8601") from None
+        if moment.utcoffset() is None:
+            raise ValidationError(
+                f"{path} must name its timezone; got {value!r}, which has none (ambiguous): use "
+                f"'Z' / '+00:00' in a string, or datetime(..., tzinfo=timezone.utc)"
+            )
+        seconds = moment.timestamp()
+    if seconds < 0:
+        raise ValidationError(f"{path} must be unix seconds from 1970 on, got {value!r}")
+    if seconds > _MAX_TIMESTAMP:
+        raise ValidationError(
+            f"{path} must be unix seconds up to year 9999, got {value!r} (milliseconds? divide by 1000)"
+        )
+    return int(seconds)
 
 
 def _stored(raw: bytes) -> bytes:
@@ -170,8 +215,8 @@ class SessionRecord:
         name = session_data.get("session_name") if session_data else None
         rec.session_name = name if isinstance(name, str) else None
 
-        given_created = _timestamp(session.get("created_at"))
-        given_updated = _timestamp(session.get("updated_at"))
+        given_created = _timestamp(session.get("created_at"), "session.created_at")
+        given_updated = _timestamp(session.get("updated_at"), "session.updated_at")
         if previous is not None and not preserve_timestamps:
             rec.created_at = previous.created_at
         else:

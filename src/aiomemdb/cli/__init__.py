@@ -26,6 +26,7 @@ import asyncio
 import dataclasses
 import os
 import sys
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,18 +38,9 @@ import orjson
 
 from aiomemdb._codec import decode_envelope
 from aiomemdb._exceptions import AiomemdbError, CorruptDataError, ValidationError
-from aiomemdb._stats import Event
-from aiomemdb.cli._sources import (
-    Object,
-    ReadOnly,
-    check_object,
-    message,
-    persistence_for,
-    reason,
-    require_existing,
-    scan,
-    store,
-)
+from aiomemdb.cli._checks import check_output, require_store, s3_hint
+from aiomemdb.cli._loading import Preloaded, read_all
+from aiomemdb.cli._sources import Object, ReadOnly, check_object, message, persistence_for, reason, scan, store
 from aiomemdb.cli._transfer import import_records, parse_import, write_output
 from aiomemdb.persistence._base import Persistence
 
@@ -98,10 +90,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def cmd_ls(args: argparse.Namespace, persistence: Persistence) -> int:
-    require_existing(persistence)
+    require_store(persistence)
 
     async def run() -> tuple[list[dict[str, Any]], int]:
-        async with store(ReadOnly(persistence)) as db:
+        async with store(Preloaded(await read_all(persistence, args))) as db:
             return await db.get_sessions(
                 user_id=args.user,
                 agent_id=args.agent,
@@ -138,7 +130,7 @@ def cmd_ls(args: argparse.Namespace, persistence: Persistence) -> int:
 
 
 def cmd_show(args: argparse.Namespace, persistence: Persistence) -> int:
-    require_existing(persistence)
+    require_store(persistence)
 
     async def run() -> dict[str, Any] | None:
         async with store(ReadOnly(persistence), lazy=True) as db:  # lazy: one object read, not the store
@@ -152,15 +144,14 @@ def cmd_show(args: argparse.Namespace, persistence: Persistence) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, persistence: Persistence) -> int:
-    require_existing(persistence)
-    loaded: list[Event] = []
+    require_store(persistence)
 
     async def run() -> dict[str, Any]:
-        async with store(ReadOnly(persistence), on_event=loaded.append) as db:
-            return dataclasses.asdict(db.stats())
+        started = time.monotonic()
+        async with store(Preloaded(await read_all(persistence, args))) as db:
+            return {**dataclasses.asdict(db.stats()), "load_duration": time.monotonic() - started}
 
     stats = asyncio.run(run())
-    stats["load_duration"] = next((e.data.get("duration") for e in loaded if e.kind == "load"), None)
     if args.json:
         print(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode())
         return 0
@@ -175,7 +166,7 @@ def cmd_stats(args: argparse.Namespace, persistence: Persistence) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, persistence: Persistence) -> int:
-    require_existing(persistence)
+    require_store(persistence)
     bad: list[tuple[str, str]] = []
 
     def check(obj: Object, raw: bytes) -> None:
@@ -200,7 +191,8 @@ def _counts(counter: Mapping[str, int]) -> str:
 
 
 def cmd_export(args: argparse.Namespace, persistence: Persistence) -> int:
-    require_existing(persistence)
+    require_store(persistence)
+    check_output(args.output)
     found: list[tuple[int, str, str, bytes]] = []  # (seq, collection, id, the stored object)
 
     def keep(obj: Object, raw: bytes) -> None:
@@ -332,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.error("a command is required")
+    hint = s3_hint(args.store)
+    if hint is not None:
+        parser.error(hint)
     try:
         persistence = persistence_for(args)
     except ValidationError as exc:

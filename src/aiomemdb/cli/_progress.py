@@ -13,18 +13,35 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import IO, TypeVar
 
-__all__ = ["Progress", "pool", "waiting"]
+__all__ = ["Progress", "pool", "progress_text", "waiting"]
 
 T = TypeVar("T")
+
+
+def progress_text(label: str, done: int, total: int | None, elapsed: float, *, unit: str = "") -> str:
+    """The text of one progress line: a bar with ``done/total`` when the total is known, else a count so far.
+
+    >>> progress_text("reading", 120, 1000, 1.25, unit="objects")
+    'reading [###                           ] 120/1000 objects 1.2s'
+    >>> progress_text("listing", 0, None, 0.5)
+    'listing... 0.5s'
+    """
+    counted = f" {unit}" if unit else ""
+    if total:
+        share = min(1.0, done / total)
+        return f"{label} [{'#' * int(share * 30):<30}] {done}/{total}{counted} {elapsed:.1f}s"
+    if done:
+        return f"{label}... {done}{counted} {elapsed:.1f}s"
+    return f"{label}... {elapsed:.1f}s"
 
 
 class Progress:
     """A one-line progress bar on stderr, drawn only when stderr is a terminal (never in pipes or logs)."""
 
-    def __init__(self, label: str, total: int | None = None, *, stream: IO[str] | None = None) -> None:
+    def __init__(self, label: str, total: int | None = None, *, unit: str = "", stream: IO[str] | None = None) -> None:
         self.stream = sys.stderr if stream is None else stream
         self.enabled = self.stream.isatty()
-        self.label, self.total, self.done = label, total, 0
+        self.label, self.total, self.unit, self.done = label, total, unit, 0
         self._started = time.monotonic()
         self._drawn = 0.0
 
@@ -34,12 +51,7 @@ class Progress:
         now = time.monotonic()
         if self.enabled and (now - self._drawn >= 0.1 or self.done == self.total):
             self._drawn = now
-            elapsed = now - self._started
-            if self.total:
-                share = min(1.0, self.done / self.total)
-                text = f"{self.label} [{'#' * int(share * 30):<30}] {self.done}/{self.total} {elapsed:.1f}s"
-            else:
-                text = f"{self.label}... {elapsed:.1f}s"
+            text = progress_text(self.label, self.done, self.total, now - self._started, unit=self.unit)
             self.stream.write(f"\r{text}\x1b[K")
             self.stream.flush()
 

@@ -293,7 +293,7 @@ async def scan(
             if raw is not None:
                 handle(obj, raw)
 
-        await pool(one, objects, source.workers, Progress(label, len(objects)))
+        await pool(one, objects, source.workers, Progress(label, len(objects), unit="objects"))
     return len(objects), problems
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from aiomemdb._codec import SESSIONS, check_collection, check_id
-from aiomemdb._exceptions import AiomemdbError, ValidationError
+from aiomemdb._exceptions import AiomemdbError, PersistenceError, ValidationError
 from aiomemdb._record import SessionRecord, encode_record
 from aiomemdb.cli._progress import Progress
 from aiomemdb.cli._sources import message, store
@@ -106,7 +106,7 @@ async def import_records(persistence: Persistence, records: Sequence[Record], *,
     groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for collection, record_id, data in records:
         groups.setdefault(collection, []).append((record_id, data))
-    progress = Progress("importing", len(records))
+    progress = Progress("importing", len(records), unit="records")
     done = 0
     try:
         async with store(persistence, lazy=True) as db:
@@ -145,6 +145,10 @@ def write_output(path: str, chunks: Iterable[bytes]) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        # the message names the file the user gave, not the hidden temporary file beside it
+        raise PersistenceError(f"cannot write {path}: {exc.strerror or exc}", key=path, cause=exc) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
