@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 from uuid import uuid4
 
 from aiomemdb.agno._convert import now
+
+if TYPE_CHECKING:
+    from agno.db.schemas.memory import UserMemory
+    from agno.tracing.schemas import Trace
 
 __all__ = [
     "CoreSort",
@@ -70,7 +74,7 @@ def newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # -- memories --------------------------------------------------------------------------------------------------
 
 
-def memory_record(memory: Any, preserve_updated_at: bool) -> dict[str, Any]:
+def memory_record(memory: UserMemory, preserve_updated_at: bool) -> dict[str, Any]:
     """The stored form of an agno ``UserMemory``, stamped now unless asked to keep its ``updated_at``."""
     if memory.memory_id is None:
         memory.memory_id = str(uuid4())  # agno assigns the id on the caller's object
@@ -109,7 +113,7 @@ def _level(workflow_id: Any, team_id: Any, agent_id: Any, name: str) -> int:
     return 1 if agent_id else 0
 
 
-def trace_row(trace: Any) -> dict[str, Any]:
+def trace_row(trace: Trace) -> dict[str, Any]:
     """The stored form of an ``agno.tracing.schemas.Trace``: without the counts every read derives from the spans."""
     row: dict[str, Any] = trace.to_dict()
     row.pop("total_spans", None)
@@ -117,7 +121,7 @@ def trace_row(trace: Any) -> dict[str, Any]:
     return row
 
 
-def merge_trace(trace: Any, new: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
+def merge_trace(trace: Trace, new: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
     """The stored trace after ``trace`` (whose :func:`trace_row` is ``new``) is upserted over ``existing``."""
     if existing is None:
         return new
@@ -138,7 +142,7 @@ def merge_trace(trace: Any, new: dict[str, Any], existing: dict[str, Any] | None
     return merged
 
 
-def to_trace(record: dict[str, Any], spans: list[dict[str, Any]]) -> Any:
+def to_trace(record: dict[str, Any], spans: list[dict[str, Any]]) -> Trace:
     """A stored trace as agno's ``Trace``, with the span and error counts of ``spans``."""
     from agno.tracing.schemas import Trace  # needs opentelemetry: imported only when a trace is read
 

@@ -35,14 +35,14 @@ class AsyncMemories:
 
     # -- memories ----------------------------------------------------------------------------------------------
 
-    async def upsert_user_memory(self, memory: Any, deserialize: bool | None = True) -> Any:
+    async def upsert_user_memory(self, memory: UserMemory, deserialize: bool | None = True) -> Any:
         """Create or replace a memory (an id is assigned if missing)."""
         record = memory_record(memory, preserve_updated_at=False)
         stored = await self._store.put_record(self.memory_table_name, record["memory_id"], record)
         return UserMemory.from_dict(stored) if deserialize else stored
 
     async def upsert_memories(
-        self, memories: list[Any], deserialize: bool | None = True, preserve_updated_at: bool = False
+        self, memories: list[UserMemory], deserialize: bool | None = True, preserve_updated_at: bool = False
     ) -> list[Any]:
         """Create or replace many memories at once."""
         records = [memory_record(m, preserve_updated_at) for m in memories if m is not None]

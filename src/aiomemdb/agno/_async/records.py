@@ -12,7 +12,7 @@ from typing import Any
 from agno.db.schemas.evals import EvalFilterType, EvalRunRecord
 from agno.db.schemas.knowledge import KnowledgeRow
 
-from aiomemdb import OwnershipError
+from aiomemdb import OwnershipError, ValidationError
 from aiomemdb.agno._convert import now, paginate, sort_rows
 from aiomemdb.agno._rows import visible
 from aiomemdb.agno._stores import AsyncStore
@@ -44,9 +44,11 @@ class AsyncRecords:
 
     # -- knowledge ---------------------------------------------------------------------------------------------
 
-    async def upsert_knowledge_content(self, knowledge_row: Any) -> Any:
+    async def upsert_knowledge_content(self, knowledge_row: KnowledgeRow) -> KnowledgeRow:
         """Create or replace a knowledge row; a scoped write cannot replace another user's or a shared row."""
-        record: dict[str, Any] = knowledge_row.model_dump(mode="json")
+        if knowledge_row.id is None:  # KnowledgeRow assigns one when it is built; only a later assignment clears it
+            raise ValidationError("knowledge row id must be a str, got None")
+        record = knowledge_row.model_dump(mode="json")
         scoped = knowledge_row.user_id
 
         def guarded(existing: dict[str, Any] | None) -> dict[str, Any]:
@@ -88,7 +90,7 @@ class AsyncRecords:
 
     # -- evals -------------------------------------------------------------------------------------------------
 
-    async def create_eval_run(self, eval_run: Any) -> Any:
+    async def create_eval_run(self, eval_run: EvalRunRecord) -> EvalRunRecord:
         """Store an eval run."""
         record = eval_run.model_dump(mode="json")
         record["created_at"] = record["updated_at"] = now()

@@ -8,10 +8,13 @@ exactly as agno's JsonDb does. ``agno.tracing`` needs opentelemetry, so it is im
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiomemdb.agno._rows import merge_trace, no_filter_expr, parse_time, to_trace, trace_row
 from aiomemdb.agno._stores import AsyncStore
+
+if TYPE_CHECKING:
+    from agno.tracing.schemas import Span, Trace
 
 __all__ = ["AsyncTraces"]
 
@@ -23,7 +26,7 @@ class AsyncTraces:
     trace_table_name: str
     span_table_name: str
 
-    async def upsert_trace(self, trace: Any) -> None:
+    async def upsert_trace(self, trace: Trace) -> None:
         """Create a trace, or extend a known one (context fields are only filled, never overwritten)."""
         new = trace_row(trace)
         # merge runs inside the store's atomic read-modify-write
@@ -36,7 +39,7 @@ class AsyncTraces:
             by_trace.setdefault(span.get("trace_id"), []).append(span)
         return by_trace
 
-    async def get_trace(self, trace_id: str | None = None, run_id: str | None = None) -> Any:
+    async def get_trace(self, trace_id: str | None = None, run_id: str | None = None) -> Trace | None:
         """A trace by id (or the latest of a run), with its span and error counts; ``None`` if missing."""
         record = None
         if trace_id:
@@ -65,7 +68,7 @@ class AsyncTraces:
         limit: int | None = 20,
         page: int | None = 1,
         filter_expr: dict[str, Any] | None = None,
-    ) -> tuple[list[Any], int]:
+    ) -> tuple[list[Trace], int]:
         """Traces matching the filters, newest first, with the total count (``filter_expr`` is not supported)."""
         no_filter_expr(filter_expr)
         traces = await self._store.list_records(self.trace_table_name)
@@ -137,16 +140,16 @@ class AsyncTraces:
                     row[key] = parse_time(row[key])
         return rows, total
 
-    async def create_span(self, span: Any) -> None:
+    async def create_span(self, span: Span) -> None:
         """Store a span."""
         await self.create_spans([span])
 
-    async def create_spans(self, spans: list[Any]) -> None:
+    async def create_spans(self, spans: list[Span]) -> None:
         """Store several spans at once."""
         if spans:
             await self._store.put_records(self.span_table_name, {s.span_id: s.to_dict() for s in spans})
 
-    async def get_span(self, span_id: str) -> Any:
+    async def get_span(self, span_id: str) -> Span | None:
         """A span by id, or ``None``."""
         record = await self._store.get_record(self.span_table_name, span_id)
         if record is None:
@@ -157,7 +160,7 @@ class AsyncTraces:
 
     async def get_spans(
         self, trace_id: str | None = None, parent_span_id: str | None = None, limit: int | None = 1000
-    ) -> list[Any]:
+    ) -> list[Span]:
         """Spans of a trace and/or parent, in the order they were stored."""
         spans = await self._store.list_records(self.span_table_name)
         rows = [

@@ -9,10 +9,13 @@ exactly as agno's JsonDb does. ``agno.tracing`` needs opentelemetry, so it is im
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiomemdb.agno._rows import merge_trace, no_filter_expr, parse_time, to_trace, trace_row
 from aiomemdb.agno._stores import Store
+
+if TYPE_CHECKING:
+    from agno.tracing.schemas import Span, Trace
 
 __all__ = ["Traces"]
 
@@ -24,7 +27,7 @@ class Traces:
     trace_table_name: str
     span_table_name: str
 
-    def upsert_trace(self, trace: Any) -> None:
+    def upsert_trace(self, trace: Trace) -> None:
         """Create a trace, or extend a known one (context fields are only filled, never overwritten)."""
         new = trace_row(trace)
         # merge runs inside the store's atomic read-modify-write
@@ -37,7 +40,7 @@ class Traces:
             by_trace.setdefault(span.get("trace_id"), []).append(span)
         return by_trace
 
-    def get_trace(self, trace_id: str | None = None, run_id: str | None = None) -> Any:
+    def get_trace(self, trace_id: str | None = None, run_id: str | None = None) -> Trace | None:
         """A trace by id (or the latest of a run), with its span and error counts; ``None`` if missing."""
         record = None
         if trace_id:
@@ -66,7 +69,7 @@ class Traces:
         limit: int | None = 20,
         page: int | None = 1,
         filter_expr: dict[str, Any] | None = None,
-    ) -> tuple[list[Any], int]:
+    ) -> tuple[list[Trace], int]:
         """Traces matching the filters, newest first, with the total count (``filter_expr`` is not supported)."""
         no_filter_expr(filter_expr)
         traces = self._store.list_records(self.trace_table_name)
@@ -138,16 +141,16 @@ class Traces:
                     row[key] = parse_time(row[key])
         return rows, total
 
-    def create_span(self, span: Any) -> None:
+    def create_span(self, span: Span) -> None:
         """Store a span."""
         self.create_spans([span])
 
-    def create_spans(self, spans: list[Any]) -> None:
+    def create_spans(self, spans: list[Span]) -> None:
         """Store several spans at once."""
         if spans:
             self._store.put_records(self.span_table_name, {s.span_id: s.to_dict() for s in spans})
 
-    def get_span(self, span_id: str) -> Any:
+    def get_span(self, span_id: str) -> Span | None:
         """A span by id, or ``None``."""
         record = self._store.get_record(self.span_table_name, span_id)
         if record is None:
@@ -158,7 +161,7 @@ class Traces:
 
     def get_spans(
         self, trace_id: str | None = None, parent_span_id: str | None = None, limit: int | None = 1000
-    ) -> list[Any]:
+    ) -> list[Span]:
         """Spans of a trace and/or parent, in the order they were stored."""
         spans = self._store.list_records(self.span_table_name)
         rows = [
