@@ -103,7 +103,8 @@ def main() -> None:
         "aiomemdb, run cache (copies)": lambda: [ours.get_session(sid) for sid in sids],
         "aiomemdb, run_cache_size=0": lambda: [uncached.get_session(sid) for sid in sids],
         "agno InMemoryDb (shares runs)": lambda: [agno.get_session(sid) for sid in sids],
-    }, args.repeats, 50)  # fmt: skip
+        "aiomemdb, deserialize=False": lambda: [ours.get_session(sid, deserialize=False) for sid in sids],
+    }, 2 * args.repeats, 30)  # fmt: skip
     for name, value in rows.items():
         print(f"   {name:<30} {value / len(sids):8.1f}")
     ours.close()
