@@ -60,19 +60,20 @@ def test_traces_and_spans_survive_a_restart(tmp_path: Path) -> None:
         assert db.get_span("p1").attributes == {"k": 1}
 
 
-def test_run_objects_are_reused_until_the_run_changes() -> None:
-    """Reads share unchanged run objects (as agno's InMemoryDb does) and rebuild a run that was rewritten."""
+def test_cached_runs_are_copied_for_each_read_and_rebuilt_when_the_run_changes() -> None:
+    """Unchanged runs come from the run cache, as a fresh copy per read; a rewritten run is rebuilt from its dict."""
     with InMemoryDb() as db:
         db.upsert_session(agent_session("s1", runs=[agent_run("r1"), agent_run("r2")]))
         first = db.get_session("s1")
+        hits = db._run_cache.hits
         second = db.get_session("s1")
-        assert second.runs[0] is first.runs[0]
-        assert second.runs[1] is first.runs[1]
+        assert db._run_cache.hits == hits + 2
+        assert [r.to_dict() for r in second.runs] == [r.to_dict() for r in first.runs]
+        assert all(a is not b for a, b in zip(first.runs, second.runs, strict=True))
         db.upsert_run(agent_run("r2", content="changed"), session_id="s1")
         third = db.get_session("s1")
-        assert third.runs[0] is first.runs[0]
-        assert third.runs[1] is not first.runs[1]
-        assert third.runs[1].content == "changed"
+        assert db._run_cache.hits == hits + 3
+        assert [r.content for r in third.runs] == ["hello", "changed"]
         assert first.runs[1].content == "hello"
 
 

@@ -7,11 +7,15 @@ Both are drop-ins for ``agno.db.in_memory.InMemoryDb`` with agno's semantics, pl
 (``persistence=DirectoryPersistence(path)``, S3, hooks), ``storage_dict=`` and the seed operations of agno 1.x's
 ``InMemoryStorage``. :mod:`aiomemdb.agno.testing` has an offline model for tests and examples. This package is
 the only part of aiomemdb that imports agno (``pip install 'aiomemdb[agno]'``).
+
+Both classes have the same methods and semantics; the blocking one is generated from the async source
+(``_async``) by ``scripts/unasync.py``. It is named ``InMemoryDb`` on purpose: agno dispatches some migrations on
+``type(db).__name__``.
 """
 
 from __future__ import annotations
 
-from aiomemdb.agno._async import AsyncInMemoryDb
-from aiomemdb.agno._sync import InMemoryDb
+from aiomemdb.agno._async.db import AsyncInMemoryDb
+from aiomemdb.agno._sync.db import InMemoryDb
 
 __all__ = ["AsyncInMemoryDb", "InMemoryDb"]

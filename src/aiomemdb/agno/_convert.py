@@ -7,7 +7,7 @@ records as agno writes them in its ``InMemoryDb``: the stored data is plain JSON
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from agno.db.base import SessionType
@@ -17,7 +17,7 @@ from agno.session import AgentSession, TeamSession, WorkflowSession
 
 __all__ = [
     "now",
-    "page",
+    "paginate",
     "run_to_dict",
     "session_row",
     "session_type_value",
@@ -84,17 +84,10 @@ def sort_rows(rows: list[dict[str, Any]], sort_by: str | None, sort_order: str |
     return result
 
 
-def page(items: Sequence[T], limit: int | None, page_number: int | None) -> list[T]:
+def paginate(items: Sequence[T], limit: int | None, page_number: int | None) -> list[T]:
     """agno's pagination: no ``limit`` returns everything; ``page`` is 1-based."""
     if limit is None:
         return list(items)
     start = (page_number - 1) * limit if page_number is not None else 0
     return list(items[start : start + limit])
 
-
-def first(items: Sequence[T], pred: Callable[[T], bool]) -> T | None:
-    """The first item matching ``pred``, or ``None``."""
-    for item in items:
-        if pred(item):
-            return item
-    return None

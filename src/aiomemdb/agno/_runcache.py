@@ -1,13 +1,14 @@
-"""Deserialised run objects, reused across reads of a session (agno's own InMemoryDb does the same).
+"""Deserialised run objects kept between reads of a session, and handed to each reader as its own copy.
 
-Rebuilding every historical ``RunOutput`` from its dict costs about 0.25 ms per run, so reading a 10-run session
-as objects costs ~2.5 ms and grows with every turn; re-encoding the freshly decoded run dicts to check them costs
-~25 µs. Each run object is therefore kept with a token of its JSON (hash and length, as agno's
+Rebuilding a historical ``RunOutput`` from its dict costs ~45 µs per run (a 10-run session ~0.45 ms, growing with
+every turn). Each run object is therefore kept with a token of its JSON (hash and length, as agno's
 ``SessionRunObjectCache``): any write to the run, from this process or another, changes the token and misses.
 
-The cached objects are shared by every read of the session and are immutable by contract, exactly as in agno
-(every agno code path that changes a historical run copies it first); they are never written back, the store's
-JSON stays canonical. Sessions are evicted least-recently-read beyond ``max_sessions``; ``0`` disables the cache.
+Unlike agno's cache, the kept objects are never handed out: every read gets a :func:`fresh_copy` of them (~25 µs
+per run), so one caller mutating ``session.runs[0].content`` can never change what another reads (guarantee 1).
+The kept objects are never mutated, so copying them needs no lock; they are never written back either, the
+store's JSON stays canonical. Sessions are evicted least-recently-read beyond ``max_sessions``; ``0`` disables
+the cache (every read then rebuilds its runs from their dicts).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from agno.db.utils import deserialize_history_run
 from agno.session import AgentSession
 
 from aiomemdb.agno._convert import to_session
+from aiomemdb.agno._copy import fresh_copy
 
 __all__ = ["RunCache"]
 
@@ -40,8 +42,12 @@ class RunCache:
         self.hits = 0
         self.misses = 0
 
-    def session(self, session_type: Any, doc: dict[str, Any]) -> Any:
-        """Deserialise a stored session, reusing cached run objects for an agent session's history."""
+    def session(self, session_type: SessionType | None, doc: dict[str, Any]) -> Any:
+        """A stored session (a fresh dict this call owns) as agno's Session object, no part shared with any other.
+
+        An agent session's history runs are copies of the cached run objects; every other session is built from
+        ``doc`` alone.
+        """
         if (
             self._max == 0
             or doc.get("session_type") != SessionType.AGENT.value
@@ -65,15 +71,18 @@ class RunCache:
             token = (hash(raw), len(raw))
             run_id = run.get("run_id")
             entry = cached.get(run_id) if isinstance(run_id, str) else None
-            if entry is None or entry[0] != token:
-                # the dict is a fresh decode that nothing else holds, so from_dict may consume it
-                entry = (token, deserialize_history_run(run))
-            else:
+            if entry is not None and entry[0] == token:
                 hits += 1
+                obj = fresh_copy(entry[1])
+            else:
+                # the dict is a fresh decode that nothing else holds, so from_dict may consume it; the reader gets
+                # the object built from it, the cache a copy that no reader ever sees
+                obj = deserialize_history_run(run)
+                entry = (token, fresh_copy(obj))
             if isinstance(run_id, str):
                 fresh[run_id] = entry
-            if entry[1] is not None:
-                objects.append(entry[1])
+            if obj is not None:
+                objects.append(obj)
         with self._lock:
             self.hits += hits
             self.misses += len(runs) - hits
