@@ -105,7 +105,7 @@ def _check_hook(name: Literal["load", "save"], hook: object) -> Callable[..., Aw
     if kind == "sync":
         raise ValidationError(
             f"{name}= must be an async function, and {_describe(hook)} is not: the store awaits it. "
-            f"Write `{_SHAPES[name]}` (for blocking I/O inside, await anyio.to_thread.run_sync(...))"
+            f"Write `{_SHAPES[name]}` (for blocking I/O inside, await asyncio.to_thread(...))"
         )
     if kind == "async":
         return cast("Callable[..., Awaitable[Any]]", hook)
