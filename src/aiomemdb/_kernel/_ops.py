@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from aiomemdb._codec import SESSIONS
-from aiomemdb._exceptions import CorruptDataError, OwnershipError, ValidationError
+from aiomemdb._exceptions import CorruptDataError, ValidationError
 from aiomemdb._kernel._effects import Drop, Effect, SetRecord, SetRun, SetSession
 from aiomemdb._kernel._kernel import Kernel, Key, NeedsLoad
 from aiomemdb._record import SessionRecord
@@ -333,13 +333,6 @@ def clear_collection(k: Kernel, collection: str, stored: Sequence[str], fetched:
         ids = list(dict.fromkeys([*k.collections.get(collection, {}), *stored]))
         k.commit([SetRecord(collection, rid, None) for rid in ids])
         return len(ids)
-
-
-def check_owner_write(k: Kernel, sid: str, result: Mapping[str, Any]) -> None:
-    """An update_session result may not take over a session that another user owns."""
-    rec = k.sessions.get(sid)
-    if rec is not None and rec.user_id is not None and result.get("user_id") != rec.user_id:
-        raise OwnershipError(f"session {sid!r} belongs to another user")
 
 
 def check_session_result(sid: str, result: object) -> Mapping[str, Any]:
