@@ -101,6 +101,11 @@ async def test_2000_concurrent_tasks_lose_nothing_and_reload_exactly(tmp_path: P
     await db.start()
     deadline = asyncio.get_running_loop().time() + DURATION
     done = await asyncio.gather(*(worker(db, t, deadline, model, counts) for t in range(TASKS)))
+    # However much the machine's load let the timed phase do, every session is now flushed (so all but 50 are
+    # evicted) and read back through the bounded store: each must reload exactly as the model has it.
+    await db.flush()
+    for sid, want in model.items():
+        assert content(await db.get_session(sid)) == want, sid
     stats = db.stats()
     await db.aclose()
 
