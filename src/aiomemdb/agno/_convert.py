@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 
 from agno.db.base import SessionType
 from agno.db.in_memory.utils import apply_sorting
-from agno.db.utils import deserialize_session
 from agno.session import AgentSession, TeamSession, WorkflowSession
+
+from aiomemdb.agno import _deferred as deferred
 
 __all__ = [
     "now",
@@ -74,8 +75,9 @@ def run_to_dict(run: Any) -> dict[str, Any]:
 
 
 def to_session(session_type: Any, doc: dict[str, Any]) -> Any:
-    """A stored session dict as agno's Session class (chosen by ``session_type``, else detected)."""
-    return deserialize_session(session_type, doc)
+    """A stored session dict (a fresh decode only the caller holds) as agno's Session class (chosen by
+    ``session_type``, else detected); an agent session's runs are built on first use (:mod:`._deferred`)."""
+    return deferred.to_session(session_type, doc)
 
 
 def sort_rows(rows: list[dict[str, Any]], sort_by: str | None, sort_order: str | None) -> list[dict[str, Any]]:
@@ -90,4 +92,3 @@ def paginate(items: Sequence[T], limit: int | None, page_number: int | None) -> 
         return list(items)
     start = (page_number - 1) * limit if page_number is not None else 0
     return list(items[start : start + limit])
-
