@@ -136,3 +136,24 @@ def test_unusual_runs_are_built_at_once() -> None:
     session = to_agent_session({"session_id": "s", "runs": [{"run_id": "t", "team_id": "x"}, {"other": 1}]})
     assert session is not None
     assert [type(r).__name__ for r in session.runs or []] == ["TeamRunOutput"]
+
+
+def test_an_agent_session_row_is_the_json_of_agnos_to_dict() -> None:
+    """The row saved for an AgentSession (read field by field) encodes to the JSON of agno's deep-copying to_dict."""
+    from datetime import UTC, datetime
+
+    from agno.session.summary import SessionSummary
+
+    from aiomemdb.agno._convert import agent_session_row
+
+    with InMemoryDb() as db:
+        agent = Agent(model=OfflineModel(), db=db, add_history_to_context=True, user_id="ada",
+                      enable_agentic_memory=True, session_state={"cart": [1, {"n": 2}]})  # fmt: skip
+        for prompt in PROMPTS:
+            agent.run(prompt)
+        for session in (agent.get_session(), db.get_session(agent.session_id)):
+            assert session is not None
+            for summary in (None, SessionSummary(summary="s", topics=["t"], updated_at=datetime.now(UTC))):
+                session.summary = summary
+                expected = orjson.loads(orjson.dumps(session.to_dict(include_runs=False)))
+                assert orjson.loads(orjson.dumps(agent_session_row(session))) == expected
