@@ -4,11 +4,12 @@ Usage: ``python benchmarks/agno_objects.py [--repeats N]``. Sessions are the fou
 ``benchmarks/sessions.py`` (10 runs each, ~25 KB of JSON). Every row is the best of N interleaved repeats (each
 repeat times every contender once, in turn), in µs.
 
-1. **Per run, for a reader** (the run cache's choice): ``orjson.loads`` of the run's JSON; ``RunOutput.from_dict``
-   of that dict (agno's ``deserialize_history_run``, what a cache miss or ``run_cache_size=0`` costs); ``fresh_copy``
-   of a cached run object (what a cache hit costs: every reader gets its own copy); ``copy.deepcopy`` of it.
-2. **Per session read** through ``aiomemdb.agno.InMemoryDb.get_session`` from the main thread: run cache on (copies),
-   run cache off (``from_dict`` every read), and agno's own ``InMemoryDb`` (which hands every reader the same
+1. **Per run, for a reader**: ``orjson.loads`` of the run's JSON; ``RunOutput.from_dict`` of that dict (agno's
+   ``deserialize_history_run``, what building every run costs); ``deferred_run`` (what the adapter hands a reader:
+   plain fields set, the rest built on first use) and the same followed by its first use; ``copy.deepcopy`` of a
+   built run for reference.
+2. **Per session read** through ``aiomemdb.agno.InMemoryDb.get_session`` from the main thread: as returned (runs
+   deferred) and with every run then built, and agno's own ``InMemoryDb`` (which hands every reader the same
    cached run objects) for reference.
 3. **Encoding** a run and a session (without runs) for the store: ``to_dict()`` then ``orjson.dumps`` (what the
    adapter does) against orjson's native dataclass encoding (``orjson.dumps(obj, default=model_dump)``, pydantic
@@ -38,7 +39,7 @@ from pydantic import BaseModel
 from sessions import SessionFactory
 
 from aiomemdb.agno import InMemoryDb
-from aiomemdb.agno._copy import fresh_copy
+from aiomemdb.agno._deferred import deferred_run
 
 
 def best(contenders: dict[str, Callable[[], Any]], repeats: int, number: int) -> dict[str, float]:
@@ -84,7 +85,8 @@ def main() -> None:
         rows = best({
             "orjson.loads": lambda raws=raws: [orjson.loads(raw) for raw in raws],
             "from_dict(orjson.loads)": lambda raws=raws: [deserialize_history_run(orjson.loads(raw)) for raw in raws],
-            "fresh_copy(cached)": lambda objects=objects: [fresh_copy(run) for run in objects],
+            "deferred_run(orjson.loads)": lambda raws=raws: [deferred_run(orjson.loads(raw)) for raw in raws],
+            "deferred_run + first use": lambda raws=raws: [deferred_run(orjson.loads(raw)).messages for raw in raws],
             "copy.deepcopy(cached)": lambda objects=objects: copy.deepcopy(objects),
         }, args.repeats, 50)  # fmt: skip
         for name, value in rows.items():
@@ -93,22 +95,21 @@ def main() -> None:
         print(f"   {name:<28} {value:8.1f}")
 
     print("\n2. get_session of a 10-run session, main thread (µs per read)")
-    ours, uncached, agno = InMemoryDb(), InMemoryDb(run_cache_size=0), AgnoInMemoryDb()
+    ours, agno = InMemoryDb(), AgnoInMemoryDb()
     sids = []
     for doc in docs:
-        for db in (ours, uncached, agno):
+        for db in (ours, agno):
             db.upsert_sessions([AgentSession.from_dict(copy.deepcopy(doc))], preserve_updated_at=True)
         sids.append(doc["session_id"])
     rows = best({
-        "aiomemdb, run cache (copies)": lambda: [ours.get_session(sid) for sid in sids],
-        "aiomemdb, run_cache_size=0": lambda: [uncached.get_session(sid) for sid in sids],
+        "aiomemdb (runs deferred)": lambda: [ours.get_session(sid) for sid in sids],
+        "aiomemdb, every run built": lambda: [[r.messages for r in ours.get_session(sid).runs] for sid in sids],
         "agno InMemoryDb (shares runs)": lambda: [agno.get_session(sid) for sid in sids],
         "aiomemdb, deserialize=False": lambda: [ours.get_session(sid, deserialize=False) for sid in sids],
     }, 2 * args.repeats, 30)  # fmt: skip
     for name, value in rows.items():
         print(f"   {name:<30} {value / len(sids):8.1f}")
     ours.close()
-    uncached.close()
 
     print("\n3. encoding for the store (µs per object, template 0)")
     session = AgentSession.from_dict(copy.deepcopy(docs[0]))

@@ -4,6 +4,7 @@
 sessions (~10 GB of RAM for the operations benchmark; 15-25 minutes). Each script runs in its own process (so
 one script's heap does not slow the next) and can be run alone: ``python benchmarks/ops.py --quick``.
 ``benchmarks/flush.py`` (S3 flush cost, moto in a subprocess) runs last if present: ``--full`` when not quick.
+``agent_turns.py`` runs 1k and 10k here; its 100k row needs ``python benchmarks/agent_turns.py --full`` (~8 GB).
 ``--only ops,memory`` runs a subset. ``--markdown FILE`` writes the summary tables as Markdown.
 """
 
@@ -23,7 +24,7 @@ sys.path.insert(0, str(HERE))
 
 from _harness import Row, machine, print_rows  # noqa: E402
 
-SCRIPTS = ("ops", "sync_facade", "concurrency", "memory", "load", "flush")
+SCRIPTS = ("ops", "sync_facade", "agno_path", "agent_turns", "concurrency", "memory", "load", "flush")
 
 
 def main() -> None:

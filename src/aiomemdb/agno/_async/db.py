@@ -13,7 +13,6 @@ from agno.db.base import AsyncBaseDb
 
 from aiomemdb import FlushReport, Stats
 from aiomemdb._codec import check_collection
-from aiomemdb.agno._runcache import RunCache
 from aiomemdb.agno._stores import AsyncStore
 
 from .learnings import AsyncLearnings
@@ -29,9 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncInMemoryDb"]
 
 
-class AsyncInMemoryDb(
-    AsyncSessions, AsyncRuns, AsyncMemories, AsyncRecords, AsyncTraces, AsyncLearnings, AsyncBaseDb
-):
+class AsyncInMemoryDb(AsyncSessions, AsyncRuns, AsyncMemories, AsyncRecords, AsyncTraces, AsyncLearnings, AsyncBaseDb):
     """agno's database interface (``AsyncBaseDb``) over :class:`aiomemdb.AsyncInMemoryDb`, optionally persisted.
 
     A drop-in for ``agno.db.in_memory.InMemoryDb`` with its semantics, plus what agno 1.x's ``InMemoryStorage``
@@ -41,7 +38,6 @@ class AsyncInMemoryDb(
 
     Args:
         store: use this existing store instead of creating one (it is not closed by :meth:`close`).
-        run_cache_size: how many sessions keep their deserialised run objects, copied for each read (0: none).
         id: agno's database id.
         session_table: agno's table names (this and the ``*_table`` arguments after it); each table is a
             collection of the store.
@@ -64,7 +60,6 @@ class AsyncInMemoryDb(
         self,
         *,
         store: AsyncStore | None = None,
-        run_cache_size: int = 256,
         id: str | None = None,
         session_table: str | None = None,
         memory_table: str | None = None,
@@ -93,7 +88,6 @@ class AsyncInMemoryDb(
                      self.knowledge_table_name, self.trace_table_name, self.span_table_name,
                      self.versions_table_name, self.learnings_table_name):  # fmt: skip
             check_collection(name)  # each table is a collection: refuse a bad name now, not at first use
-        self._run_cache = RunCache(run_cache_size)
         self._owns_store = store is None
         self._store = AsyncStore(**options) if store is None else store
 

@@ -3,7 +3,8 @@
 Semantics follow agno's ``InMemoryDb``: the owner guard returns ``None`` instead of writing, ``get_session`` with
 ``runs_limit`` keeps agno's context window (``filter_context_runs``), ``upsert_session`` never drops runs that
 ``upsert_run`` wrote. Where agno is wrong we are not: errors are raised rather than swallowed and
-``preserve_updated_at`` is honoured. Every session object a read returns is the reader's own (``_runcache``).
+``preserve_updated_at`` is honoured. Every session object a read returns is the reader's own, built from its own
+decode of the stored JSON (history runs on first use: ``_deferred``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from aiomemdb.agno._convert import (
     to_session,
 )
 from aiomemdb.agno._rows import CoreSort, core_sort
-from aiomemdb.agno._runcache import RunCache
 from aiomemdb.agno._stores import AsyncStore
 
 __all__ = ["AsyncSessions"]
@@ -35,7 +35,6 @@ class AsyncSessions:
     """Sessions and the seed operations; a part of the adapter class."""
 
     _store: AsyncStore
-    _run_cache: RunCache
 
     # -- reads -------------------------------------------------------------------------------------------------
 
@@ -59,7 +58,7 @@ class AsyncSessions:
             return None
         if not deserialize:
             return doc
-        return self._run_cache.session(session_type, doc)
+        return to_session(session_type, doc)
 
     async def _context_window(self, session_id: str, user_id: str | None, runs_limit: int) -> dict[str, Any] | None:
         """The session with only its last ``runs_limit`` context-relevant runs (agno's bounded read).
@@ -202,15 +201,11 @@ class AsyncSessions:
 
     async def delete_session(self, session_id: str, user_id: str | None = None) -> bool:
         """Delete a session (only ``user_id``'s, if given); True if it existed."""
-        deleted = await self._store.delete_session(session_id, user_id=user_id)
-        self._run_cache.drop(session_id)
-        return deleted
+        return await self._store.delete_session(session_id, user_id=user_id)
 
     async def delete_sessions(self, session_ids: list[str], user_id: str | None = None) -> None:
         """Delete several sessions (only ``user_id``'s, if given)."""
         await self._store.delete_sessions(list(session_ids), user_id=user_id)
-        for sid in session_ids:
-            self._run_cache.drop(sid)
 
     # -- the seed operations (agno 1.x InMemoryStorage, SPEC §2) ------------------------------------------------
 
@@ -229,4 +224,3 @@ class AsyncSessions:
     async def drop(self) -> None:
         """Delete every session and every other record of this database."""
         await self._store.drop()
-        self._run_cache.clear()

@@ -14,7 +14,6 @@ from agno.db.base import BaseDb
 
 from aiomemdb import FlushReport, Stats
 from aiomemdb._codec import check_collection
-from aiomemdb.agno._runcache import RunCache
 from aiomemdb.agno._stores import Store
 
 from .learnings import Learnings
@@ -30,9 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["InMemoryDb"]
 
 
-class InMemoryDb(
-    Sessions, Runs, Memories, Records, Traces, Learnings, BaseDb
-):
+class InMemoryDb(Sessions, Runs, Memories, Records, Traces, Learnings, BaseDb):
     """agno's database interface (``BaseDb``) over :class:`aiomemdb.InMemoryDb`, optionally persisted.
 
     A drop-in for ``agno.db.in_memory.InMemoryDb`` with its semantics, plus what agno 1.x's ``InMemoryStorage``
@@ -42,7 +39,6 @@ class InMemoryDb(
 
     Args:
         store: use this existing store instead of creating one (it is not closed by :meth:`close`).
-        run_cache_size: how many sessions keep their deserialised run objects, copied for each read (0: none).
         id: agno's database id.
         session_table: agno's table names (this and the ``*_table`` arguments after it); each table is a
             collection of the store.
@@ -65,7 +61,6 @@ class InMemoryDb(
         self,
         *,
         store: Store | None = None,
-        run_cache_size: int = 256,
         id: str | None = None,
         session_table: str | None = None,
         memory_table: str | None = None,
@@ -94,7 +89,6 @@ class InMemoryDb(
                      self.knowledge_table_name, self.trace_table_name, self.span_table_name,
                      self.versions_table_name, self.learnings_table_name):  # fmt: skip
             check_collection(name)  # each table is a collection: refuse a bad name now, not at first use
-        self._run_cache = RunCache(run_cache_size)
         self._owns_store = store is None
         self._store = Store(**options) if store is None else store
 

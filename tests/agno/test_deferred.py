@@ -1,0 +1,159 @@
+"""History runs built on first use (``_deferred``): the same objects agno's ``from_dict`` builds, the reader's own."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+import threading
+from typing import Any
+
+import orjson
+import pytest
+
+pytest.importorskip("agno", reason="agno is not installed (pip install 'aiomemdb[agno]')")
+
+from agno.agent import Agent
+from agno.run.agent import RunOutput
+from agno.run.base import RunStatus
+from agno.session import AgentSession
+
+from aiomemdb.agno import InMemoryDb
+from aiomemdb.agno._deferred import DeferredRunOutput, deferred_run, to_agent_session
+from aiomemdb.agno.testing import OfflineModel
+
+PROMPTS = ("My name is Ada and I live in Lisbon.", "What is the capital of France?", "What was my first question?")
+
+
+@pytest.fixture(scope="module")
+def stored_runs() -> list[bytes]:
+    """The runs of a real offline agent session (a memory tool call, history, metrics), as stored JSON."""
+    with InMemoryDb() as db:
+        agent = Agent(model=OfflineModel(reply_chars=300), db=db, add_history_to_context=True, user_id="ada",
+                      enable_agentic_memory=True)  # fmt: skip
+        for prompt in PROMPTS:
+            agent.run(prompt)
+        doc = db.get_session(agent.session_id, deserialize=False)
+    return [orjson.dumps(run) for run in doc["runs"]]
+
+
+def built(raw: bytes) -> RunOutput:
+    return RunOutput.from_dict(orjson.loads(raw))
+
+
+def test_a_deferred_run_becomes_what_from_dict_builds(stored_runs: list[bytes]) -> None:
+    """Reading a converted field builds the run: it is then a plain RunOutput equal to agno's from_dict result."""
+    for raw in stored_runs:
+        run = deferred_run(orjson.loads(raw))
+        assert type(run) is DeferredRunOutput
+        expected = built(raw)
+        assert (run.run_id, run.status, run.parent_run_id, run.agent_id) == (
+            expected.run_id, expected.status, expected.parent_run_id, expected.agent_id,
+        )  # fmt: skip
+        assert isinstance(run.status, RunStatus)
+        assert type(run) is DeferredRunOutput  # plain fields need no build
+        assert run.messages is not None
+        assert type(run) is RunOutput
+        assert run == expected
+        assert run.to_dict() == expected.to_dict()
+        assert vars(run) == vars(expected)
+
+
+@pytest.mark.parametrize(
+    "use",
+    [copy.copy, copy.deepcopy, lambda r: pickle.loads(pickle.dumps(r)), dataclasses.asdict, RunOutput.to_dict,
+     lambda r: r == RunOutput(run_id="other"), repr],
+    ids=["copy", "deepcopy", "pickle", "asdict", "to_dict", "eq", "repr"],
+)  # fmt: skip
+def test_every_generic_use_sees_the_built_run(stored_runs: list[bytes], use: Any) -> None:
+    """copy, deepcopy, pickle, asdict, to_dict, == and repr see the whole run, as from_dict builds it."""
+    raw = stored_runs[-1]
+    run = deferred_run(orjson.loads(raw))
+    result = use(run)
+    assert type(run) is RunOutput
+    assert run == built(raw)
+    if isinstance(result, RunOutput):
+        assert type(result) is RunOutput
+        assert result == built(raw)
+
+
+def test_a_field_set_before_the_build_keeps_its_value(stored_runs: list[bytes]) -> None:
+    """A reader's assignment wins over the stored value, whether the field is plain or built later."""
+    run = deferred_run(orjson.loads(stored_runs[0]))
+    run.content = "mine"
+    run.metrics = None
+    assert run.messages  # builds
+    assert run.content == "mine"
+    assert run.metrics is None
+
+
+def test_first_use_from_two_threads_builds_once(stored_runs: list[bytes]) -> None:
+    """Two threads touching one deferred run at once both see its built messages."""
+    for _ in range(20):
+        run = deferred_run(orjson.loads(stored_runs[-1]))
+        start = threading.Barrier(2)
+        seen: list[Any] = []
+
+        def touch(run: RunOutput = run, start: threading.Barrier = start, seen: list[Any] = seen) -> None:
+            start.wait()
+            seen.append(run.messages)
+
+        threads = [threading.Thread(target=touch) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(seen) == 2
+        assert seen[0] is seen[1]
+        assert seen[0]
+
+
+def test_a_session_read_builds_only_the_runs_a_turn_looks_into() -> None:
+    """After a turn with num_history_runs=1 on a 3-run session, only the last stored run has been built."""
+    with InMemoryDb() as db:
+        agent = Agent(model=OfflineModel(), db=db, add_history_to_context=True, num_history_runs=1, user_id="ada")
+        for prompt in PROMPTS:
+            agent.run(prompt)
+        session = db.get_session(agent.session_id)
+        assert [type(r) for r in session.runs] == [DeferredRunOutput] * 3
+        history = session.get_messages(last_n_runs=1)
+        assert history
+        assert [type(r) for r in session.runs] == [DeferredRunOutput, DeferredRunOutput, RunOutput]
+        # and the session as a whole is what agno's own from_dict makes of the stored row
+        row = db.get_session(agent.session_id, deserialize=False)
+        expected = AgentSession.from_dict(copy.deepcopy(row))
+        assert expected is not None
+        assert session.to_dict() == expected.to_dict()
+
+
+def test_unusual_runs_are_built_at_once() -> None:
+    """A cancelled run (agno coerces its stage) and agno's legacy nested shape are built by from_dict directly."""
+    cancelled = {"run_id": "r1", "agent_id": "a", "status": "CANCELLED", "cancellation_stage": "model"}
+    legacy = {"run": {"run_id": "r2", "agent_id": "a"}}
+    assert type(deferred_run(dict(cancelled))) is RunOutput
+    assert deferred_run(dict(cancelled)) == RunOutput.from_dict(dict(cancelled))
+    assert type(deferred_run(copy.deepcopy(legacy))) is RunOutput
+    session = to_agent_session({"session_id": "s", "runs": [{"run_id": "t", "team_id": "x"}, {"other": 1}]})
+    assert session is not None
+    assert [type(r).__name__ for r in session.runs or []] == ["TeamRunOutput"]
+
+
+def test_an_agent_session_row_is_the_json_of_agnos_to_dict() -> None:
+    """The row saved for an AgentSession (read field by field) encodes to the JSON of agno's deep-copying to_dict."""
+    from datetime import UTC, datetime
+
+    from agno.session.summary import SessionSummary
+
+    from aiomemdb.agno._convert import agent_session_row
+
+    with InMemoryDb() as db:
+        agent = Agent(model=OfflineModel(), db=db, add_history_to_context=True, user_id="ada",
+                      enable_agentic_memory=True, session_state={"cart": [1, {"n": 2}]})  # fmt: skip
+        for prompt in PROMPTS:
+            agent.run(prompt)
+        for session in (agent.get_session(), db.get_session(agent.session_id)):
+            assert session is not None
+            for summary in (None, SessionSummary(summary="s", topics=["t"], updated_at=datetime.now(UTC))):
+                session.summary = summary
+                expected = orjson.loads(orjson.dumps(session.to_dict(include_runs=False)))
+                assert orjson.loads(orjson.dumps(agent_session_row(session))) == expected
