@@ -18,9 +18,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from aiomemdb import _exit
 from aiomemdb._async_records import RecordFn, RecordsApi
 from aiomemdb._async_sessions import SessionFn, SessionsApi
 from aiomemdb._config import Config, Durability, StoreOptions
+from aiomemdb._exceptions import UnclosedStoreWarning
 from aiomemdb._io._runtime import OPEN, STARTING, Runtime
 from aiomemdb._kernel import (
     Kernel,
@@ -123,6 +125,7 @@ class AsyncInMemoryDb(SessionsApi, RecordsApi):
         )
         if config.storage_dict is not None:
             ops.adopt_storage_dict(self._kernel, config.storage_dict)
+        _exit.track_async(self)  # flushed at interpreter exit if its loop is still alive (see _exit.py)
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
         callback = self._config.on_event
@@ -173,7 +176,7 @@ class AsyncInMemoryDb(SessionsApi, RecordsApi):
             _warn(
                 f"AsyncInMemoryDb was never closed ({len(self._kernel.dirty)} unflushed changes); "
                 "use 'async with' or aclose()",
-                ResourceWarning,
+                UnclosedStoreWarning,
                 stacklevel=1,
             )
 
