@@ -9,9 +9,9 @@ thread, where the runtime runs it as a real task (with the caller's context) exa
 Three things only a blocking driver has to care about:
 
 - **Ctrl-C.** On the main thread a ``KeyboardInterrupt`` can arrive between any two bytecodes, also inside a
-  kernel commit, between applying a write and marking it dirty. While the main thread runs a kernel transaction,
-  SIGINT is *deferred*: a recording handler stands in for the user's, and the original handler is called (it
-  raises ``KeyboardInterrupt``) once the transaction is whole.
+  kernel commit, between applying a write and marking it dirty. The kernel enters :data:`~aiomemdb._sigint.GUARD`
+  around every commit (and this driver around every transaction of a bounded store, whose reads move the LRU):
+  SIGINT is deferred there and delivered once the commit is whole (see ``_sigint.py``).
 - **Close racing calls.** Calls in other threads do not run on the loop, so close waits until every call in
   progress has left the kernel (the *gate*) before the final flush; a call arriving after that raises
   :class:`~aiomemdb.ClosedError`. A write therefore either is in the final flush or raises.
@@ -22,11 +22,9 @@ Three things only a blocking driver has to care about:
 from __future__ import annotations
 
 import asyncio
-import signal
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
-from types import FrameType
 from typing import Any, TypeVar
 
 from aiomemdb import _exit
@@ -34,6 +32,7 @@ from aiomemdb._async import AsyncInMemoryDb
 from aiomemdb._exceptions import ClosedError
 from aiomemdb._io._runtime import OPEN
 from aiomemdb._kernel import NeedsLoad
+from aiomemdb._sigint import GUARD
 from aiomemdb._sync_loop import DEADLOCK, LoopThread
 
 __all__ = ["FORKED", "Lifecycle", "SyncDriver"]
@@ -45,34 +44,6 @@ FORKED = (
 )
 
 
-class _SigintDeferral:
-    """Holds back SIGINT while the main thread is inside a kernel transaction, then re-delivers it."""
-
-    __slots__ = ("_active", "_pending")
-
-    def __init__(self) -> None:
-        self._active = False
-        self._pending: tuple[int, FrameType | None] | None = None
-
-    def _record(self, signum: int, frame: FrameType | None) -> None:
-        self._pending = (signum, frame)
-
-    def run(self, fn: Callable[..., T], *args: Any) -> T:
-        previous = signal.getsignal(signal.SIGINT)
-        if self._active or not callable(previous):
-            return fn(*args)  # SIG_DFL / SIG_IGN act in C, never between bytecodes: nothing to defer
-        self._active = True
-        signal.signal(signal.SIGINT, self._record)
-        try:
-            return fn(*args)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-            self._active = False
-            pending, self._pending = self._pending, None
-            if pending is not None:
-                previous(*pending)  # the user's handler; the default one raises KeyboardInterrupt
-
-
 class SyncDriver:
     """One blocking store's machinery: its async store, the loop thread, the gate and SIGINT deferral."""
 
@@ -81,15 +52,16 @@ class SyncDriver:
         self.kernel = db._kernel
         self.rt = db._rt
         self.loop = LoopThread()
-        self.main_ident = threading.main_thread().ident
         self.forked = False
         self.closed = False
-        self._sigint = _SigintDeferral()
         self._gate = threading.Lock()
         self._active = 0
         self._closing = False
         self._drained = threading.Event()
         self.kernel.on_event = self._event
+        self.kernel.guard = GUARD
+        # A read of a bounded store updates the LRU, so it is a mutation too: guard the whole transaction.
+        self._guard_reads = self.kernel.res.bounded
 
     # -- the gate ----------------------------------------------------------------------------------------------
 
@@ -133,8 +105,8 @@ class SyncDriver:
         """Run one kernel transaction here; if it needs storage, run it on the loop (fetch, then retry)."""
         kernel = self.kernel
         try:
-            if threading.get_ident() == self.main_ident:
-                return self._sigint.run(fn, kernel, *args, frozenset())
+            if self._guard_reads:
+                return GUARD.run(fn, kernel, *args, frozenset())  # type: ignore[no-any-return]
             return fn(kernel, *args, frozenset())
         except NeedsLoad:
             pass
