@@ -72,7 +72,8 @@ class AsyncInMemoryDb(SessionsApi, RecordsApi):
         max_backoff: the longest pause, in seconds, between retries of a failing background flush.
         on_event: called (on the store's loop, synchronously) with an :class:`~aiomemdb.Event` for every
             flush, failed flush, load, on-demand load, merge, eviction and expiry; feed your metrics from it.
-            An exception it raises is logged and otherwise ignored.
+            An exception it raises is logged and otherwise ignored. For the blocking
+            :class:`~aiomemdb.InMemoryDb` it always runs on the store's loop thread (``aiomemdb-portal``).
         clock: the store's clock in unix seconds (tests inject a fake one).
     """
 

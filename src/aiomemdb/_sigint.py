@@ -12,7 +12,7 @@ A guarded commit checks (``signal.getsignal``, ~4 µs) that it is still the inst
 itself again in front of whatever handler is current if it is not (Jupyter sets its own for every cell); the
 check is skipped when the main thread returns within 0.1 ms of the last guarded commit (a burst of calls, where
 no other code ran long enough to have swapped handlers). Side
-effect, documented in docs/sync.md: ``signal.getsignal(SIGINT)`` returns the guard's handler after the first
+effect, documented in docs/getting-started.md: ``signal.getsignal(SIGINT)`` returns the guard's handler after the first
 write on the main thread, so ``asyncio.run`` started afterwards raises ``KeyboardInterrupt`` on Ctrl-C instead
 of cancelling its main task.
 """
