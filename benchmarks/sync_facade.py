@@ -6,11 +6,11 @@ Three ways to make the same call on a store of 1,000 realistic sessions:
 
 - **async**: ``await AsyncInMemoryDb.op(...)`` in a coroutine (the reference: SPEC 6 wants the facade within 3x);
 - **sync, worker thread**: ``InMemoryDb.op(...)`` from a thread other than the main one (sync web handlers,
-  agno's ``agno-bg`` pool): the portal's direct path, no thread switch when the operation does not suspend;
-- **sync, main thread**: from the main thread (scripts, notebooks), which hands the call to the loop thread so
-  that Ctrl-C can never split a write;
-- **run_coroutine_threadsafe**: the previous portal (``asyncio.run_coroutine_threadsafe(...).result()`` on the
-  same loop), for comparison.
+  agno's ``agno-bg`` pool): the kernel is called in that thread, no thread switch;
+- **sync, main thread**: from the main thread (scripts, notebooks): the kernel is called in the main thread too,
+  with SIGINT deferred around the transaction so that Ctrl-C can never split a write (issue 11: >= 0.8x async);
+- **run_coroutine_threadsafe**: a hop to the loop thread per call (``asyncio.run_coroutine_threadsafe(...)
+  .result()`` on the facade's loop), what every call would cost if the facade sent all of them to its loop.
 
 Then several threads share one facade (reads, listings, run writes, creates and deletes), against the same threads
 on agno's ``InMemoryDb``: total throughput, and errors or lost writes (there must be none for ours).
@@ -51,7 +51,7 @@ def facade_vs_async(report: Report, args: Any, factory: SessionFactory) -> None:
     loop.run_until_complete(core.upsert_sessions(sessions, preserve_updated_at=True))
     facade = InMemoryDb()
     facade.upsert_sessions(sessions, preserve_updated_at=True)
-    portal_loop = facade._portal.loop  # the previous portal's mechanism, on the same loop
+    portal_loop = facade._d.loop.loop  # a hop per call, on the facade's own loop thread
     ids = [session_id(i) for i in random.Random(7).sample(range(N), N)]
     runs = [(session_id(i), factory.session(i)["runs"][-1]) for i in range(256)]
     rows = [{k: v for k, v in factory.session(i).items() if k != "runs"} for i in range(256)]
@@ -87,8 +87,8 @@ def facade_vs_async(report: Report, args: Any, factory: SessionFactory) -> None:
         target = "≥0.33x (≤3x time)"
         report.add(f"sync {name}, worker thread", "1k", r["thread"], "async call", r["async"], target=target,
                    check=lambda x: x >= 1 / 3)  # fmt: skip
-        report.add(f"sync {name}, main thread", "1k", r["main"], "async call", r["async"], target=target,
-                   check=lambda x: x >= 1 / 3)  # fmt: skip
+        report.add(f"sync {name}, main thread", "1k", r["main"], "async call", r["async"], target="≥0.8x",
+                   check=lambda x: x >= 0.8)  # fmt: skip
         report.add(f"sync {name}, worker thread", "1k", r["thread"], "run_coroutine_threadsafe", r["rcts"])
     facade.close()
     loop.run_until_complete(core.aclose())
@@ -189,8 +189,8 @@ def main() -> None:
     facade_vs_async(report, args, factory)
     threads_sharing_one_store(report, args, factory)
     report.notes.append(
-        "'worker thread' calls take the portal's direct path; 'main thread' calls hop to the loop thread "
-        "(Ctrl-C safety); 'run_coroutine_threadsafe' is the portal before this change."
+        "Both sync rows call the kernel in the caller's thread (the main thread defers SIGINT around the "
+        "transaction); 'run_coroutine_threadsafe' is one hop to the loop thread per call, for comparison."
     )
     report.print()
     report.dump(args.json)

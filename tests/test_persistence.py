@@ -21,6 +21,7 @@ from aiomemdb import (
     DirectoryPersistence,
     InMemoryDb,
     PersistenceError,
+    UnclosedStoreWarning,
     ValidationError,
 )
 from aiomemdb.persistence import Key, Persistence, Snapshot
@@ -373,7 +374,7 @@ async def test_unclosed_store_warns() -> None:
     """A started store with persistence that is garbage-collected unclosed emits a ResourceWarning."""
     db = AsyncInMemoryDb(load=_empty_load, durability="manual")
     await db.start()
-    with pytest.warns(ResourceWarning, match="never closed"):
+    with pytest.warns(UnclosedStoreWarning, match="never closed"):
         db.__del__()
     await db.aclose()
 

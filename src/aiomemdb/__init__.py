@@ -19,6 +19,7 @@ from aiomemdb._exceptions import (
     OwnershipError,
     PersistenceError,
     SerializationError,
+    UnclosedStoreWarning,
     ValidationError,
 )
 from aiomemdb._stats import Event, EventKind, FlushReport, Stats
@@ -54,6 +55,7 @@ __all__ = [
     "S3Persistence",
     "SerializationError",
     "Stats",
+    "UnclosedStoreWarning",
     "ValidationError",
 ]
 

@@ -18,9 +18,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from aiomemdb import _exit
 from aiomemdb._async_records import RecordFn, RecordsApi
 from aiomemdb._async_sessions import SessionFn, SessionsApi
 from aiomemdb._config import Config, Durability, StoreOptions
+from aiomemdb._exceptions import UnclosedStoreWarning
 from aiomemdb._io._runtime import OPEN, STARTING, Runtime
 from aiomemdb._kernel import (
     Kernel,
@@ -70,7 +72,8 @@ class AsyncInMemoryDb(SessionsApi, RecordsApi):
         max_backoff: the longest pause, in seconds, between retries of a failing background flush.
         on_event: called (on the store's loop, synchronously) with an :class:`~aiomemdb.Event` for every
             flush, failed flush, load, on-demand load, merge, eviction and expiry; feed your metrics from it.
-            An exception it raises is logged and otherwise ignored.
+            An exception it raises is logged and otherwise ignored. For the blocking
+            :class:`~aiomemdb.InMemoryDb` it always runs on the store's loop thread (``aiomemdb-portal``).
         clock: the store's clock in unix seconds (tests inject a fake one).
     """
 
@@ -123,6 +126,7 @@ class AsyncInMemoryDb(SessionsApi, RecordsApi):
         )
         if config.storage_dict is not None:
             ops.adopt_storage_dict(self._kernel, config.storage_dict)
+        _exit.track_async(self)  # flushed at interpreter exit if its loop is still alive (see _exit.py)
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
         callback = self._config.on_event
@@ -173,7 +177,7 @@ class AsyncInMemoryDb(SessionsApi, RecordsApi):
             _warn(
                 f"AsyncInMemoryDb was never closed ({len(self._kernel.dirty)} unflushed changes); "
                 "use 'async with' or aclose()",
-                ResourceWarning,
+                UnclosedStoreWarning,
                 stacklevel=1,
             )
 

@@ -13,6 +13,8 @@ the builtin exception a caller would naturally catch, so ``except ValueError`` k
     │   └── CorruptDataError                 a stored object cannot be decoded (key + cause)
     └── ClosedError(RuntimeError)            the store is closed (or the call would deadlock)
 
+and one warning, :class:`UnclosedStoreWarning` (a ``RuntimeWarning``): a store garbage-collected while open.
+
 Third-party errors (orjson, botocore, OSError) are translated at the boundary with ``raise ... from exc``.
 """
 
@@ -27,6 +29,7 @@ __all__ = [
     "OwnershipError",
     "PersistenceError",
     "SerializationError",
+    "UnclosedStoreWarning",
     "ValidationError",
 ]
 
@@ -113,3 +116,10 @@ class CorruptDataError(PersistenceError):
 
 class ClosedError(AiomemdbError, RuntimeError):
     """The store is closed, or a blocking call was made from the store's own loop thread (it would deadlock)."""
+
+
+class UnclosedStoreWarning(RuntimeWarning):
+    """A store with persistence was garbage-collected while still open: unflushed changes may be lost.
+
+    A ``RuntimeWarning`` (shown by default), not a ``ResourceWarning`` (hidden by default): losing data should be seen.
+    """

@@ -106,8 +106,18 @@ class Runtime:
             raise RuntimeError("an AsyncInMemoryDb is bound to the event loop it was first used in")
 
     def _wake_flusher(self) -> None:
-        if self.flusher is not None:
-            self.flusher.wake()
+        """Called by the kernel, possibly in a blocking caller's thread (the sync driver): wake thread-safely."""
+        flusher, loop = self.flusher, self.loop
+        if flusher is None or loop is None:
+            return
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            flusher.wake()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(flusher.wake)
 
     async def ready(self) -> None:
         """Start on first use; raise ClosedError once closing or closed."""

@@ -31,7 +31,7 @@ from aiomemdb._kernel._query import Query, select
 from aiomemdb._kernel._residency import Residency
 from aiomemdb._record import SessionRecord
 
-__all__ = ["FlushTicket", "JournalSink", "Kernel", "LoadTicket", "NeedsLoad"]
+__all__ = ["CommitGuard", "FlushTicket", "JournalSink", "Kernel", "LoadTicket", "NeedsLoad"]
 
 Key = tuple[str, str]
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -51,6 +51,14 @@ class JournalSink(Protocol):
     def append(self, line: bytes) -> None: ...
 
     def rotate(self) -> int: ...
+
+
+class CommitGuard(Protocol):
+    """Set by a driver whose callers can be interrupted mid-commit (the sync driver: Ctrl-C on the main thread)."""
+
+    def enter(self) -> bool: ...
+
+    def exit(self) -> None: ...
 
 
 class LoadTicket:
@@ -105,6 +113,7 @@ class Kernel:
         self.on_event = on_event
         self.wake_flusher = wake_flusher
         self.journal: JournalSink | None = None
+        self.guard: CommitGuard | None = None  # entered around every commit (see CommitGuard)
 
         self.sessions: dict[str, SessionRecord] = {}
         self.index = SessionIndex(self.sessions)
@@ -181,16 +190,21 @@ class Kernel:
         """
         if not effects:
             return
-        if journal and self.journal is not None:
-            self.journal.append(journal_line(effects))  # raises PersistenceError: nothing has changed
-        for effect in effects:
-            for key in self._apply(effect):
-                ticket = self.loading.get(key)
-                if ticket is not None:
-                    ticket.stale = True
-                if dirty and self.persistent:
-                    self.dirty[key] = None
-        self.settle()
+        guarded = self.guard is not None and self.guard.enter()
+        try:
+            if journal and self.journal is not None:
+                self.journal.append(journal_line(effects))  # raises PersistenceError: nothing has changed
+            for effect in effects:
+                for key in self._apply(effect):
+                    ticket = self.loading.get(key)
+                    if ticket is not None:
+                        ticket.stale = True
+                    if dirty and self.persistent:
+                        self.dirty[key] = None
+            self.settle()
+        finally:
+            if guarded:
+                self.guard.exit()  # type: ignore[union-attr]
 
     def _apply(self, effect: Effect) -> Iterable[Key]:
         if isinstance(effect, SetSession):

@@ -1,0 +1,231 @@
+"""The sync driver: kernel transactions in the caller's thread, I/O on one loop thread.
+
+:class:`SyncDriver` mirrors :class:`~aiomemdb._io._runtime.Runtime`'s ``call`` / ``write`` / ``after_write``
+without ``await``: it runs the kernel transaction directly in the calling thread; only when the kernel raises
+:class:`~aiomemdb._kernel.NeedsLoad` (a lazy miss, an evicted payload), when a read-modify-write holds the
+session's lock, or when the durability policy makes the call wait for storage, does the work go to the loop
+thread, where the runtime runs it as a real task (with the caller's context) exactly as in the async core.
+
+Three things only a blocking driver has to care about:
+
+- **Ctrl-C.** On the main thread a ``KeyboardInterrupt`` can arrive between any two bytecodes, also inside a
+  kernel commit, between applying a write and marking it dirty. The kernel enters :data:`~aiomemdb._sigint.GUARD`
+  around every commit (and this driver around every transaction of a bounded store, whose reads move the LRU):
+  SIGINT is deferred there and delivered once the commit is whole (see ``_sigint.py``).
+- **Close racing calls.** Calls in other threads do not run on the loop, so close waits until every call in
+  progress has left the kernel (the *gate*) before the final flush; a call arriving after that raises
+  :class:`~aiomemdb.ClosedError`. A write therefore either is in the final flush or raises.
+- **Events** (``on_event``) run on the loop thread, one thread for every callback: a caller thread's events are
+  handed over and the call returns once they were delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from aiomemdb import _exit
+from aiomemdb._async import AsyncInMemoryDb
+from aiomemdb._exceptions import ClosedError
+from aiomemdb._io._runtime import OPEN
+from aiomemdb._kernel import NeedsLoad
+from aiomemdb._sigint import GUARD
+from aiomemdb._sync_loop import DEADLOCK, LoopThread
+
+__all__ = ["FORKED", "Lifecycle", "SyncDriver"]
+
+T = TypeVar("T")
+FORKED = (
+    "this InMemoryDb was inherited across os.fork(): its loop thread does not exist in this process, and the "
+    "parent owns its data. Create a new store in the child (after the fork)."
+)
+
+
+class SyncDriver:
+    """One blocking store's machinery: its async store, the loop thread, the gate and SIGINT deferral."""
+
+    def __init__(self, db: AsyncInMemoryDb) -> None:
+        self.db = db
+        self.kernel = db._kernel
+        self.rt = db._rt
+        self.loop = LoopThread()
+        self.forked = False
+        self.closed = False
+        self._gate = threading.Lock()
+        self._active = 0
+        self._closing = False
+        self._drained = threading.Event()
+        self.kernel.on_event = self._event
+        self.kernel.guard = GUARD
+        # A read of a bounded store updates the LRU, so it is a mutation too: guard the whole transaction.
+        self._guard_reads = self.kernel.res.bounded
+
+    # -- the gate ----------------------------------------------------------------------------------------------
+
+    def enter(self) -> None:
+        """Admit one call (raises ClosedError once closing); pair with :meth:`leave`."""
+        if self.loop.on_loop():
+            raise ClosedError(DEADLOCK)
+        with self._gate:
+            if self._closing or self.closed:
+                raise ClosedError(FORKED if self.forked else "this InMemoryDb is closed")
+            self._active += 1
+        if self.rt.state != OPEN:
+            try:
+                self.run(self.rt.start())  # raises ClosedError if the store is closing or closed
+            except BaseException:
+                self.leave()
+                raise
+
+    def leave(self) -> None:
+        with self._gate:
+            self._active -= 1
+            if self._closing and self._active == 0:
+                self._drained.set()
+
+    def close_gate(self, timeout: float | None = None) -> bool:
+        """Refuse new calls and wait for those in progress (at most ``timeout`` s); whether they all left."""
+        with self._gate:
+            self._closing = True
+            if self._active == 0:
+                return True
+            self._drained.clear()
+        return self._drained.wait(timeout)
+
+    def reopen_gate(self) -> None:
+        with self._gate:
+            self._closing = False
+
+    # -- kernel calls --------------------------------------------------------------------------------------------
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one kernel transaction here; if it needs storage, run it on the loop (fetch, then retry)."""
+        kernel = self.kernel
+        try:
+            if self._guard_reads:
+                return GUARD.run(fn, kernel, *args, frozenset())  # type: ignore[no-any-return]
+            return fn(kernel, *args, frozenset())
+        except NeedsLoad:
+            pass
+        finally:
+            kernel.deliver()
+        return self.run(self.rt.call(fn, *args))
+
+    def write(self, sids: Sequence[str], fn: Callable[..., T], *args: Any) -> T:
+        """A write; it waits (on the loop) for a read-modify-write holding any of ``sids``' locks."""
+        locks = self.rt.locks
+        if locks and any(sid in locks for sid in sids):
+            return self.run(self.rt.write(sids, fn, *args))
+        return self.call(fn, *args)
+
+    def after_write(self) -> None:
+        """Wait, as the durability policy asks, until the write is durable (journal fsync or flush)."""
+        syncer = self.rt.syncer
+        if syncer is not None:
+            if syncer.interval == 0:
+                self.run(syncer.wait())
+        elif self.rt.durability == "write" and self.rt.flusher is not None:
+            self.run(self.rt.flusher.until_persisted(self.kernel.seq))
+
+    def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
+        """Run I/O on the loop thread as a real task and wait for it."""
+        if self.forked:
+            coro.close()
+            raise ClosedError(FORKED)
+        return self.loop.run(coro, timeout=timeout)
+
+    # -- events ----------------------------------------------------------------------------------------------
+
+    def _event(self, kind: str, data: dict[str, Any]) -> None:
+        """The kernel's event sink: deliver on the loop thread; a caller thread waits until it was delivered."""
+        if self.loop.on_loop() or self.loop.stopped:
+            self.db._emit(kind, data)
+            return
+        done = threading.Event()
+
+        def deliver() -> None:
+            try:
+                self.db._emit(kind, data)
+            finally:
+                done.set()
+
+        try:
+            self.loop.call_soon(deliver)
+        except RuntimeError:  # the loop is closed (calls are gated, so only at the very end of a close)
+            self.db._emit(kind, data)
+            return
+        done.wait()
+
+
+class Lifecycle:
+    """Close, exit and fork for one facade; held by the finalizer and the exit registry, never by the facade's users."""
+
+    def __init__(self, driver: SyncDriver) -> None:
+        self.driver = driver
+        self.finalizer: weakref.finalize[Any, Any] | None = None
+        self.closing: asyncio.Task[None] | None = None
+
+    def close(self, *, timeout: float | None = None) -> None:
+        d = self.driver
+        if d.closed:
+            return
+        if d.loop.on_loop():
+            raise ClosedError(DEADLOCK)
+        d.close_gate(timeout)
+        try:
+            d.run(d.rt.aclose(), timeout=timeout)
+        except BaseException:
+            d.reopen_gate()
+            raise
+        d.closed = True
+        _exit.untrack_blocking(self)
+        if self.finalizer is not None:
+            self.finalizer.detach()
+        d.loop.stop()
+
+    def close_at_exit(self) -> None:
+        d = self.driver
+        if d.closed or d.forked:
+            return
+        try:
+            self.close(timeout=_exit.EXIT_TIMEOUT)
+        except BaseException as exc:
+            lost = len(d.kernel.dirty)
+            _exit.report(f"the final flush of an InMemoryDb at interpreter exit failed ({exc!r}): {lost} changes lost")
+
+    async def _close_here(self) -> None:
+        d = self.driver
+        d.close_gate(0)
+        try:
+            await d.rt.aclose()
+        except BaseException as exc:
+            d.reopen_gate()
+            lost = len(d.kernel.dirty)
+            _exit.report(f"closing a garbage-collected InMemoryDb failed ({exc!r}): {lost} changes are lost")
+            return
+        d.closed = True
+        _exit.untrack_blocking(self)
+        d.loop.stop()
+
+    def after_fork(self) -> None:
+        d = self.driver
+        d.forked = d.closed = True
+        if self.finalizer is not None:
+            self.finalizer.detach()
+
+    def collected(self) -> None:
+        """The facade was garbage-collected unclosed: close it like close() would, but never raise."""
+        d = self.driver
+        if d.closed or d.forked:
+            return
+        if d.loop.on_loop():  # collected on its own loop thread, which must not block: close in a task
+            self.closing = d.loop.loop.create_task(self._close_here())
+            return
+        try:
+            self.close()
+        except BaseException as exc:
+            lost = len(self.driver.kernel.dirty)
+            _exit.report(f"closing a garbage-collected InMemoryDb failed ({exc!r}): {lost} changes are lost")

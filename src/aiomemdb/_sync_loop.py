@@ -1,0 +1,166 @@
+"""The blocking facade's one background event loop: a daemon thread that runs the store's I/O as real tasks.
+
+A blocking caller hands a coroutine to :meth:`LoopThread.run`; it becomes an ``asyncio.Task`` on the loop thread,
+created with a copy of the caller's context (so context variables, ``asyncio.current_task()`` and
+``asyncio.timeout`` inside it behave exactly as in the async core), and the caller waits for its outcome. If the
+wait is interrupted (Ctrl-C on the main thread), the task is cancelled: at its next ``await``, where no kernel
+transaction is ever in progress (they are synchronous), so a write lands whole or not at all.
+
+The loop's default executor is :class:`ExitSafeExecutor`. ``concurrent.futures`` shuts every thread pool down
+before ``atexit`` handlers run (``asyncio.to_thread`` then fails with "cannot schedule new futures after
+interpreter shutdown"); this executor runs the blocking call inline on the loop thread instead, which is what
+makes the final flush at interpreter exit work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+from aiomemdb._exceptions import ClosedError
+
+__all__ = ["DEADLOCK", "ExitSafeExecutor", "LoopThread"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+DEADLOCK = (
+    "a blocking InMemoryDb method was called from the store's own loop thread (inside an update_session "
+    "function or an on_event callback); it would deadlock. Use the values passed to the function instead."
+)
+
+
+class ExitSafeExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool that runs a call inline once pools can no longer start work (interpreter exit).
+
+    At exit blocking the loop thread is harmless: the final flush is all it still has to do.
+    """
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[T]:
+        try:
+            return super().submit(fn, *args, **kwargs)
+        except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
+            future: concurrent.futures.Future[T] = concurrent.futures.Future()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            return future
+
+
+class _Call:
+    """One coroutine handed to the loop thread, and the task running it once the loop has created it."""
+
+    __slots__ = ("cancelled", "coro", "ctx", "future", "task")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], ctx: contextvars.Context) -> None:
+        self.coro = coro
+        self.ctx = ctx
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.task: asyncio.Task[Any] | None = None
+        self.cancelled = False
+
+
+class LoopThread:
+    """An event loop running in one daemon thread (named ``aiomemdb-portal``) until :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_default_executor(ExitSafeExecutor(thread_name_prefix="aiomemdb-io"))
+        self.stopped = False
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(started,), name="aiomemdb-portal", daemon=True)
+        self.thread.start()
+        started.wait()
+        self.ident = self.thread.ident
+
+    def _run(self, started: threading.Event) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        loop.call_soon(started.set)
+        try:
+            loop.run_forever()
+        finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    def on_loop(self) -> bool:
+        """Whether the calling thread is the loop thread."""
+        return threading.get_ident() == self.ident
+
+    def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
+        """Run ``coro`` as a task on the loop, with a copy of the caller's context; block until it ends.
+
+        Raises:
+            ClosedError: called from the loop thread itself (it would deadlock), or the loop has stopped.
+            TimeoutError: ``timeout`` seconds passed (the task is cancelled).
+        """
+        if self.on_loop():
+            coro.close()
+            raise ClosedError(DEADLOCK)
+        if self.stopped:
+            coro.close()
+            raise ClosedError("this InMemoryDb is closed")
+        call = _Call(coro, contextvars.copy_context())
+        self.loop.call_soon_threadsafe(self._start, call)
+        try:
+            result: T = call.future.result(timeout)
+        except concurrent.futures.CancelledError:
+            raise ClosedError("this InMemoryDb's loop stopped while the call was running") from None
+        except BaseException as exc:
+            if not call.future.done():
+                # KeyboardInterrupt (or a timeout) while waiting: cancel the task at its next await.
+                self.loop.call_soon_threadsafe(self._cancel, call)
+                if isinstance(exc, concurrent.futures.TimeoutError):
+                    raise TimeoutError(f"the call did not finish within {timeout} s") from None
+            raise
+        return result
+
+    def _start(self, call: _Call) -> None:
+        if call.cancelled:
+            call.coro.close()
+            call.future.cancel()
+            return
+        task = call.task = self.loop.create_task(call.coro, context=call.ctx)
+        task.add_done_callback(lambda t: _settle(t, call.future))
+
+    @staticmethod
+    def _cancel(call: _Call) -> None:
+        call.cancelled = True
+        if call.task is not None:
+            call.task.cancel()
+
+    def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
+        """Schedule ``fn(*args)`` on the loop thread from any thread (in order)."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self) -> None:
+        """Stop the loop (its remaining tasks are cancelled) and join the thread; idempotent."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if not self.on_loop():
+            self.thread.join()
+
+
+def _settle(task: asyncio.Task[Any], future: concurrent.futures.Future[Any]) -> None:
+    if task.cancelled():
+        future.cancel()
+        return
+    exc = task.exception()
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(task.result())
