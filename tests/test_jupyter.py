@@ -60,6 +60,8 @@ CELLS = [
     left_open = InMemoryDb(persistence=DirectoryPersistence(ROOT + "/left-open"), durability="manual")
     for i in range(25):
         left_open.upsert_session({"session_id": f"open-{i}"})
+    import builtins
+    builtins.kept_open = left_open  # alive past the namespace clean-up: only the exit handler can flush it
     """,
 ]
 
