@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from typing import Any, Protocol
 
 from aiomemdb._codec import SESSIONS
-from aiomemdb._exceptions import ConflictError, NotFoundError, OwnershipError, ValidationError
+from aiomemdb._exceptions import ClosedError, ConflictError, NotFoundError, OwnershipError, ValidationError
 from aiomemdb._index import SessionIndex
 from aiomemdb._kernel._effects import Blob, Drop, Effect, SetRecord, SetRun, SetSession, journal_line
 from aiomemdb._kernel._query import Query, select
@@ -105,6 +105,9 @@ class Kernel:
         self.on_event = on_event
         self.wake_flusher = wake_flusher
         self.journal: JournalSink | None = None
+        # Set by a close once its final flush has covered every write: a write still in progress then (it was
+        # waiting for a load or a lock) fails with ClosedError instead of landing after the last flush.
+        self.closed = False
 
         self.sessions: dict[str, SessionRecord] = {}
         self.index = SessionIndex(self.sessions)
@@ -181,6 +184,8 @@ class Kernel:
         """
         if not effects:
             return
+        if self.closed:
+            raise ClosedError("this AsyncInMemoryDb is closed")
         if journal and self.journal is not None:
             self.journal.append(journal_line(effects))  # raises PersistenceError: nothing has changed
         for effect in effects:
