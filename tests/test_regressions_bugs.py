@@ -16,6 +16,7 @@ import pytest
 
 from aiomemdb import AsyncInMemoryDb, ClosedError, DirectoryPersistence
 from aiomemdb._io._journal import Journal
+from aiomemdb._kernel import _storage
 
 from ._faults import Faulty, Gate
 
@@ -250,3 +251,47 @@ async def test_bug_h_refresh_during_a_flush_of_the_session_leaves_memory_and_sto
     assert in_memory is not None
     assert in_storage is not None
     assert in_memory["summary"] == in_storage["summary"] == refreshed["summary"]
+
+
+# -- i. writes acknowledged between a flush's take and its save ---------------------------------------------------
+
+
+async def test_bug_i_writes_acknowledged_after_a_flush_took_its_changeset_stay_dirty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush takes the dirty set, then encodes and saves in a task of its own; writes acknowledged in between
+    (to a key it took and to one it did not) are not counted as flushed: they stay dirty, the next flush writes
+    them, and storage then equals memory. (The crash test's flake was its own bookkeeping, not this.)"""
+    root = tmp_path / "store"
+    storage = Faulty(DirectoryPersistence(root, fsync=False))
+    db = AsyncInMemoryDb(persistence=storage, durability="manual")
+    await db.upsert_session({"session_id": "a", "summary": "v1"})
+    await db.upsert_session({"session_id": "b", "summary": "v1"})
+    await db.flush()
+    await db.upsert_session({"session_id": "a", "summary": "v2"})
+    taken = asyncio.Event()
+    begin_flush = _storage.begin_flush
+
+    def noting(kernel: Any) -> Any:
+        ticket = begin_flush(kernel)
+        taken.set()
+        return ticket
+
+    monkeypatch.setattr(_storage, "begin_flush", noting)
+    gate = storage.save_gate = Gate()
+    flushing = asyncio.create_task(db.flush())
+    await taken.wait()  # resumed before the encoding task's first step
+    await db.upsert_session({"session_id": "a", "summary": "v3"})  # a key the flush took
+    await db.upsert_session({"session_id": "c", "summary": "v1"})  # a key it did not
+    await gate.entered.wait()
+    await db.upsert_session({"session_id": "b", "summary": "v2"})  # while it saves
+    gate.release.set()
+    await flushing
+    assert db.stats().dirty == 3  # a, b and c: none was marked clean by the flush that took before them
+    report = await db.flush()
+    assert report.upserts == 3
+    memory = {s["session_id"]: s["summary"] for s in await db.get_all_sessions()}
+    await db.aclose()
+    async with AsyncInMemoryDb(persistence=DirectoryPersistence(root, fsync=False)) as reopened:
+        assert {s["session_id"]: s["summary"] for s in await reopened.get_all_sessions()} == memory
+    assert memory == {"a": "v3", "b": "v2", "c": "v1"}
