@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +336,45 @@ async def test_scenario_09_a_journal_line_missing_seq_is_corrupt_data_with_segme
     segment.write_bytes(first + b"\n" + orjson.dumps(entry) + b"\n")
     with pytest.raises(CorruptDataError, match=f"{segment.name}:{len(first) + 1}"):
         await AsyncInMemoryDb(persistence=DirectoryPersistence(image, fsync=False)).start()
+
+
+# -- 2 (f). the command line and unreplayed journal segments ------------------------------------------------------
+
+
+async def test_scenario_02_bug_f_the_command_line_shows_journaled_writes_or_says_they_exist(tmp_path: Path) -> None:
+    """Over a root a journaled writer left unflushed segments in, ``ls``, ``show`` and ``stats`` include the
+    journaled writes (and say so on stderr), ``verify`` counts them, ``export`` warns plainly that it lacks them;
+    none of them writes anything (the segments and the objects stay as they were)."""
+    live = tmp_path / "live"
+    async with AsyncInMemoryDb(
+        persistence=DirectoryPersistence(live, fsync=False), durability="journal", flush_interval=3600
+    ) as writer:
+        await writer.upsert_session({"session_id": "flushed", "runs": [{"run_id": "r0"}]})
+        await writer.flush()
+        await writer.upsert_run("flushed", {"run_id": "r1"})
+        await writer.upsert_session({"session_id": "journaled"})
+        image = crash_image(live, tmp_path / "image")
+    before = {p: p.read_bytes() for p in image.rglob("*") if p.is_file()}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "aiomemdb", *args], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    listed = cli("ls", str(image), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(row["session_id"] for row in orjson.loads(listed.stdout)) == ["flushed", "journaled"]
+    assert "2 journaled write(s)" in listed.stderr
+    shown = cli("show", str(image), "flushed")
+    assert shown.returncode == 0, shown.stderr
+    assert run_ids(orjson.loads(shown.stdout)) == ["r0", "r1"]
+    stats = cli("stats", str(image), "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert orjson.loads(stats.stdout)["sessions"] == 2
+    verified = cli("verify", str(image))
+    assert verified.returncode == 0, verified.stderr
+    assert "2 journaled write(s)" in verified.stdout
+    exported = cli("export", str(image), "-o", str(tmp_path / "out.jsonl"))
+    assert exported.returncode == 0, exported.stderr
+    assert "does NOT include them" in exported.stderr
+    assert {p: p.read_bytes() for p in image.rglob("*") if p.is_file()} == before

@@ -82,6 +82,10 @@ class Runtime(Calls):
         self._closing: asyncio.Task[None] | None = None
         self._tasks: dict[asyncio.Task[None], str] = {}  # background tasks running, and what each is
         self.crashes: list[tuple[str, BaseException]] = []  # tasks that ended unasked, not yet raised by a close
+        # The command line's read-only stores: replay the journal into memory, but never flush (not even at
+        # close) nor truncate it. ``replayed`` counts the journal entries the start found.
+        self.read_only = False
+        self.replayed = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -150,10 +154,12 @@ class Runtime(Calls):
             self._emit("load", {"records": self.kernel.counts["loads"], "duration": time.perf_counter() - began})
         if self._journal_dir is None:
             return
-        journaling = self.durability == "journal"
+        journaling = self.durability == "journal" and not self.read_only
         if journaling or await run_blocking(has_segments, self._journal_dir):
-            journal = Journal(self._journal_dir)
-            replayed = await self._replay(journal)
+            journal = Journal(self._journal_dir, read_only=self.read_only)
+            replayed = self.replayed = await self._replay(journal)
+            if self.read_only:
+                return  # the journal's writes are in memory; storage and the journal stay as they are
             if journaling:
                 self.syncer = Syncer(journal, interval=self._journal_fsync, on_error=self._journal_failed)
                 self.journal = journal
@@ -293,11 +299,12 @@ class Runtime(Calls):
         """Flush until nothing is dirty, then refuse writes: a write still in progress (waiting for a load or a
         lock) either lands before this returns, and so in storage, or fails with ClosedError."""
         kernel = self.kernel
+        flusher = None if self.read_only else self.flusher
         while True:
-            if self.flusher is not None:
-                await self.flusher.flush()
+            if flusher is not None:
+                await flusher.flush()
             with kernel.lock:
-                if not kernel.dirty or self.flusher is None:
+                if not kernel.dirty or flusher is None:
                     kernel.closed = True
                     return
 
