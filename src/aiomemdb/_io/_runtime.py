@@ -313,7 +313,17 @@ class Runtime(Calls):
             await self.syncer.stop()
         if self.journal is not None:
             self.kernel.journal = None
-            await run_blocking(self.journal.close)
+            await run_blocking(self._retire_journal, self.journal)
+
+    @staticmethod
+    def _retire_journal(journal: Journal) -> None:
+        """After a complete final flush nothing is dirty, so every journaled write is in storage, including
+        those that were never dirty (a refresh, an adopted merge, which no flush rotates out): remove them all,
+        or the next start would replay them."""
+        try:
+            journal.release(journal.rotate())
+        finally:
+            journal.close()
 
     async def _close_loader(self) -> None:
         if self.loader is not None:
