@@ -270,3 +270,31 @@ async def test_scenario_10_the_agno_run_cache_gives_every_reader_its_own_run_obj
         second: Any = await db.get_session(sid)
         assert second.runs[0].content == original
         assert second.runs[0] is not first.runs[0]
+
+
+async def test_bug_e_a_crashed_journal_fsync_task_fails_its_waiters_and_later_writes_still_fsync(
+    tmp_path: Path,
+) -> None:
+    """The journal's fsync task dying of an unexpected error fails the write waiting for it (PersistenceError,
+    not a hang), is reported, later writes are fsynced by the writer itself, and aclose() flushes, closes and
+    raises the reason."""
+    root = tmp_path / "store"
+    db = AsyncInMemoryDb(persistence=DirectoryPersistence(root, fsync=False), durability="journal", journal_fsync=0)
+    await db.upsert_session({"session_id": "a"})
+    syncer = db._rt.syncer
+    assert syncer is not None
+
+    async def broken() -> None:
+        raise RuntimeError("injected: fsync task bug")
+
+    syncer._sync_once = broken  # type: ignore[method-assign]
+    with pytest.raises(PersistenceError, match="fsync task bug"):
+        await db.upsert_session({"session_id": "b"})
+    await yield_many()
+    assert "journal fsync" in (db.stats().last_error or "")
+    del syncer._sync_once  # the instance attribute goes; the method is back for the writer's own fsync
+    await db.upsert_session({"session_id": "c"})
+    with pytest.raises(AiomemdbError, match="fsync task bug"):
+        await db.aclose()
+    assert db.stats().state == "closed"
+    assert stored_ids(root) == {"a", "b", "c"}
