@@ -245,6 +245,60 @@ async def test_scenario_06_a_write_that_cannot_be_journaled_changes_nothing_and_
         assert await reopened.get_record("notes", "n") is None
 
 
+_FSIZE_CHILD = r"""
+import asyncio, json, os, resource, signal, sys
+
+from aiomemdb import AsyncInMemoryDb, DirectoryPersistence, PersistenceError
+
+
+async def main(root: str) -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an over-limit write then fails with EFBIG
+    db = AsyncInMemoryDb(
+        persistence=DirectoryPersistence(root, fsync=False), durability="journal", journal_fsync=3600,
+        flush_interval=3600,
+    )
+    await db.upsert_session({"session_id": "a", "runs": []})
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # the disk is "full" at 4 KB per file
+    acked, refused = [], []
+    for i in range(30):
+        try:
+            await db.upsert_run("a", {"run_id": f"r{i}", "pad": "x" * 300})
+            acked.append(f"r{i}")
+        except PersistenceError:
+            refused.append(f"r{i}")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space returns
+    await db.upsert_run("a", {"run_id": "after"})
+    runs = [r["run_id"] for r in (await db.get_session("a"))["runs"]]
+    print(json.dumps({"acked": acked, "refused": refused, "runs": runs}), flush=True)
+    os._exit(0)  # killed: no close, no flush; only the journal holds the runs
+
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_scenario_06_a_real_file_size_limit_refuses_writes_whole_and_they_recover(tmp_path: Path) -> None:
+    """Under a real RLIMIT_FSIZE (a child process), journal appends past the limit fail with nothing applied
+    (the torn part of the line is cut off again); when the limit is lifted writes succeed, and after the child
+    dies without closing, a restart replays exactly the acknowledged writes."""
+    root = tmp_path / "store"
+    child = subprocess.run(
+        [sys.executable, "-c", _FSIZE_CHILD, str(root)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert child.returncode == 0, child.stderr
+    report = orjson.loads(child.stdout)
+    assert report["acked"]
+    assert report["refused"]
+    assert report["runs"] == [*report["acked"], "after"]
+
+    async def reopened_runs() -> list[str]:
+        async with AsyncInMemoryDb(persistence=DirectoryPersistence(root, fsync=False)) as reopened:
+            return run_ids(await reopened.get_session("a"))
+
+    assert asyncio.run(reopened_runs()) == [*report["acked"], "after"]
+
+
 # -- 7. upsert_sessions on a bounded store ----------------------------------------------------------------------
 
 
