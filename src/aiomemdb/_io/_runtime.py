@@ -216,7 +216,11 @@ class Runtime(Calls):
             exc = RuntimeError(f"the {name} task ended while the store was open")
         self.crashes.append((name, exc))
         self.last_error = f"background {name} task crashed: {exc!r}"
-        logger.error("aiomemdb: the background %s task crashed; aclose() will raise it", name, exc_info=exc)
+        if isinstance(exc, asyncio.CancelledError):
+            # Most often the event loop ended (asyncio.run returned) before the store was closed.
+            logger.error("aiomemdb: the background %s task was cancelled while the store was open", name)
+        else:
+            logger.error("aiomemdb: the background %s task crashed; aclose() will raise it", name, exc_info=exc)
         self._emit("task_failed", {"task": name, "error": repr(exc)})
 
     async def _stop_tasks(self) -> None:
