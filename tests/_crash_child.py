@@ -3,14 +3,18 @@
 Usage: ``python tests/_crash_child.py ROOT MODE FIRST [COUNT]``
 
 It opens an :class:`~aiomemdb.AsyncInMemoryDb` over ``DirectoryPersistence(ROOT)`` in ``MODE`` (``journal0``:
-``durability="journal"`` with ``journal_fsync=0``; ``journal``: ``journal_fsync=0.05``; ``interval``), then
+``durability="journal"`` with ``journal_fsync=0``; ``journal``: ``journal_fsync=0.05``; ``interval``; each may
+end in ``+bounded``, ``max_sessions=2``, so most reads and writes reload an evicted session, or ``+ttl``, a TTL
+of 20 ms, so the sweeper expires sessions between writes), then
 performs operation ``FIRST``, ``FIRST + 1``, … of a deterministic sequence (:func:`step` below; the parent
 mirrors it in a model) until it is killed, or, when ``COUNT`` is given, performs ``COUNT`` operations, closes
 the store and exits 0. Everything it reports goes to stdout, one flushed line each:
 
 - ``ready``: the store has loaded (and replayed its journal);
 - ``ack I``: operation ``I`` returned;
-- ``saving I``: a flush handed its changeset to storage; every operation up to ``I`` was acknowledged before;
+- ``saving I``: a flush handed its changeset to storage; every operation up to ``I`` was acknowledged before
+  the flush took its changeset (so it covers them: that, not the instant of the save, is what counts, since
+  writes acknowledged between the take and the save may be in the next flush only);
 - ``flushed I``: that flush succeeded (an ``on_event`` "flush" event), so operations up to ``I`` are on disk;
 - ``closed``: the store closed cleanly (only with ``COUNT``).
 """
@@ -22,6 +26,7 @@ import sys
 from typing import Any
 
 from aiomemdb import AsyncInMemoryDb, DirectoryPersistence, Event
+from aiomemdb._kernel import _storage
 from aiomemdb.persistence import Changeset
 
 SESSIONS = 7
@@ -36,11 +41,24 @@ def emit(line: str) -> None:
 
 
 class Tracker:
-    """What has been acknowledged, and what the flush in progress covers."""
+    """What has been acknowledged, what the last flush took, and what the flush in progress covers."""
 
     def __init__(self, first: int) -> None:
         self.acked = first - 1
+        self.taken = first - 1
         self.saving = first - 1
+
+    def watch_takes(self) -> None:
+        """Note ``acked`` whenever a flush takes the dirty set (the instant that decides what it covers)."""
+        begin_flush = _storage.begin_flush
+
+        def noting(kernel: Any) -> Any:
+            ticket = begin_flush(kernel)
+            if ticket is not None:
+                self.taken = self.acked
+            return ticket
+
+        _storage.begin_flush = noting  # type: ignore[assignment]
 
 
 class WatchedDirectory(DirectoryPersistence):
@@ -51,8 +69,9 @@ class WatchedDirectory(DirectoryPersistence):
         self.tracker = tracker
 
     async def save(self, changeset: Changeset) -> None:
-        # The changeset was taken before this call without yielding, so every acknowledged write is in it.
-        self.tracker.saving = self.tracker.acked
+        # Not ``acked``: writes acknowledged after the take (the encoding yields between slices, and the save
+        # is scheduled as its own task) are dirty again and belong to the next flush.
+        self.tracker.saving = self.tracker.taken
         emit(f"saving {self.tracker.saving}")
         await super().save(changeset)
 
@@ -95,7 +114,13 @@ async def main(root: str, mode: str, first: int, count: int | None) -> None:
         if event.kind == "flush":
             emit(f"flushed {tracker.saving}")
 
+    tracker.watch_takes()
     options: dict[str, Any] = {"flush_interval": 0.02, "on_event": on_event}
+    mode, _, bound = mode.partition("+")
+    if bound == "bounded":
+        options["max_sessions"] = 2
+    elif bound == "ttl":
+        options["ttl"] = 0.02
     if mode == "interval":
         options["durability"] = "interval"
     else:

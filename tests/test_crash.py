@@ -1,6 +1,7 @@
 """Crash consistency with real crashes: a child process writing to a directory store is killed with SIGKILL.
 
-The child (``tests/_crash_child.py``) performs a deterministic sequence of writes (operation ``i`` touches
+The child (``tests/_crash_child.py``, in each durability mode, and with ``max_sessions=2`` or a 20 ms TTL so
+that reloads and expiries run between the writes) performs a deterministic sequence of writes (operation ``i`` touches
 session ``s{i % 7}`` or note ``n{i % 5}``) and prints ``ack i`` after each write returned; the parent kills it at
 random instants (during start-up and replay, between writes, and a few milliseconds after a flush began
 writing), copies what the disk holds, loads the copy and compares it with a model of the sequence:
@@ -239,13 +240,15 @@ def kill_somewhere(child: Child, rng: random.Random) -> str:
     return how
 
 
-@pytest.mark.parametrize("mode", ["journal0", "journal", "interval"])
+@pytest.mark.parametrize(
+    "mode", ["journal0", "journal", "interval", "journal0+bounded", "interval+bounded", "journal+ttl", "interval+ttl"]
+)
 def test_sigkill_at_random_instants_keeps_the_promised_state(mode: str, tmp_path: Path) -> None:
     """After SIGKILLs at random instants the reloaded store holds every acknowledged write (journal) or a
     per-record state no older than the last successful flush (interval), and every stored file decodes."""
     seed = int(os.environ.get("AIOMEMDB_CRASH_SEED", "0")) or random.SystemRandom().randrange(2**32)
     rng = random.Random(seed)
-    journal = mode != "interval"
+    journal = not mode.startswith("interval")
     root = tmp_path / "store"
     base: State = {}
     first = 0

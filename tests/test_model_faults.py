@@ -5,9 +5,10 @@
 save or load and to hold a load until the machine releases it. Its own rules put faults where the store's parts
 meet: a delete or a replacing write landing while a reload of the same session waits on storage, a flush or a
 read whose storage fails, a journal whose disk is full, async ``update_session`` functions yielding while other
-sessions are evicted, restarts with and without journal mode, and two concurrent closes (one of them failing
-first). After every step the store must still equal the model: nothing lost, nothing resurrected, nothing
-reverted.
+sessions are evicted, restarts with and without journal mode, two concurrent closes (one of them failing
+first), writes and a ``refresh`` landing while a flush is held at its save, and two concurrent closes held at
+the final flush with one caller cancelled and a reload in flight. After every step the store must still equal
+the model: nothing lost, nothing resurrected, nothing reverted.
 
 The number of examples is 500 by default; ``AIOMEMDB_MODEL_EXAMPLES`` sets another.
 """
@@ -15,9 +16,8 @@ The number of examples is 500 by default; ``AIOMEMDB_MODEL_EXAMPLES`` sets anoth
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -25,61 +25,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule, run_state_machine_as_test
 
-from aiomemdb import AsyncInMemoryDb, DirectoryPersistence, PersistenceError
-from aiomemdb._io import _journal
-from aiomemdb.persistence import Changeset, Key, Persistence, Snapshot
+from aiomemdb import AsyncInMemoryDb, ClosedError, DirectoryPersistence, PersistenceError
 
+from ._faults import Faulty, Gate, disk_full
 from .test_model import RUN_IDS, Model, StoreMachine, sids
 
 EXAMPLES = int(os.environ.get("AIOMEMDB_MODEL_EXAMPLES", "500"))
-
-
-class Faulty:
-    """A persistence that fails its next saves or loads on request, and can hold one load until released."""
-
-    def __init__(self, inner: Persistence) -> None:
-        self.inner = inner
-        self.fail_saves = 0
-        self.fail_loads = 0
-        self.hold: tuple[asyncio.Event, asyncio.Event] | None = None  # (entered, release) for the next load_one
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def load(self) -> Snapshot:
-        return await self.inner.load()
-
-    async def load_one(self, collection: str, record_id: str) -> dict[str, Any] | None:
-        doc = await self.inner.load_one(collection, record_id)  # read first: what a slow GET would return
-        if self.hold is not None:
-            entered, release = self.hold
-            self.hold = None
-            entered.set()
-            await release.wait()
-        if self.fail_loads:
-            self.fail_loads -= 1
-            raise OSError("injected: storage unreadable")
-        return doc
-
-    async def list_keys(self, collection: str | None = None) -> list[Key]:
-        return await self.inner.list_keys(collection)
-
-    async def save(self, changeset: Changeset) -> Mapping[Key, dict[str, Any]] | None:
-        if self.fail_saves:
-            self.fail_saves -= 1
-            raise OSError("injected: disk on fire")
-        return await self.inner.save(changeset)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    @property
-    def quarantined(self) -> Sequence[tuple[str, str]]:
-        return self.inner.quarantined
-
-
-def _enospc(fd: int, data: Any) -> int:
-    raise OSError(errno.ENOSPC, "injected: no space left on device")
 
 
 class FaultMachine(StoreMachine):
@@ -181,10 +132,9 @@ class FaultMachine(StoreMachine):
         self.run(self.db.flush())
         if not self.evicted(sid):
             return
-        entered, release = asyncio.Event(), asyncio.Event()
-        self.storage.hold = (entered, release)
+        gate = self.storage.load_gate = Gate()
         reader = self.loop.create_task(self.db.get_session(sid))
-        self.run(entered.wait())
+        self.run(gate.entered.wait())
         if replace:
             session = {"session_id": sid, "session_data": {"replaced": True}, "runs": [{"run_id": "rx"}]}
             owner = self.model.sessions[sid].user_id
@@ -193,7 +143,7 @@ class FaultMachine(StoreMachine):
             self.write(lambda m: m.put(session, now=self.now).doc(), lambda: self.db.upsert_session(session))
         else:
             self.write(lambda m: _delete(m, sid), lambda: self.db.delete_session(sid))
-        release.set()
+        gate.release.set()
         got = self.run(reader)
         if got is not None:  # the read began before the write: the old or the new value, never a third
             assert got["session_id"] == sid
@@ -206,13 +156,8 @@ class FaultMachine(StoreMachine):
         if not self.journal or sid not in self.model.sessions:
             return
         before = self.snapshot()
-        saved = _journal._write
-        _journal._write = _enospc
-        try:
-            with pytest.raises(PersistenceError, match="not applied"):
-                self.run(self.db.upsert_run(sid, {"run_id": rid, "content": "lost"}))
-        finally:
-            _journal._write = saved
+        with disk_full(), pytest.raises(PersistenceError, match="not applied"):
+            self.run(self.db.upsert_run(sid, {"run_id": rid, "content": "lost"}))
         assert self.snapshot() == before
 
     @rule(a=sids, b=sids)
@@ -241,6 +186,101 @@ class FaultMachine(StoreMachine):
             if m is not None:
                 bumped = {**m.doc(), "session_data": {**(m.head.get("session_data") or {}), "bumped": True}}
                 self.model.put(bumped, now=self.now)
+
+
+    # -- faults where a slow flush or a close meets other work -------------------------------------------------
+
+    def until_entered(self, gate: Gate, task: asyncio.Task[Any]) -> None:
+        """Run the loop until the store reaches ``gate`` or ``task`` ends (a flush with nothing to write)."""
+        entered = self.loop.create_task(gate.entered.wait())
+        self.run(asyncio.wait([entered, task], return_when=asyncio.FIRST_COMPLETED))
+        entered.cancel()
+
+    @rule(sid=sids, rid=st.sampled_from(RUN_IDS), other=sids)
+    def writes_during_a_slow_flush(self, sid: str, rid: str, other: str) -> None:
+        """Writes acknowledged while a flush is held at its save are not counted as flushed: the next flush
+        writes them, and then nothing is dirty."""
+        self.upsert_run(sid, rid, "before the flush", None)
+        gate = self.storage.save_gate = Gate()
+        flushing = self.loop.create_task(self.db.flush())
+        self.until_entered(gate, flushing)
+        self.upsert_run(sid, rid, "during the flush", None)
+        self.upsert_run(other, rid, "during the flush", None)
+        gate.release.set()
+        self.storage.save_gate = None
+        self.run(flushing)
+        self.run(self.db.flush())
+        assert self.db.stats().dirty == 0
+
+    @rule(sid=sids)
+    def refresh_during_a_flush(self, sid: str) -> None:
+        """refresh() while a flush writes the session waits for it: what it installs is what storage then holds,
+        which is what the model says (and it keeps its place in the recency order)."""
+        self.upsert_run(sid, "r1", "dirty", None)
+        gate = self.storage.save_gate = Gate()
+        flushing = self.loop.create_task(self.db.flush())
+        self.until_entered(gate, flushing)
+        refreshing = self.loop.create_task(self.db.refresh(sid))
+        self.run(asyncio.sleep(0))
+        gate.release.set()
+        self.storage.save_gate = None
+        self.run(flushing)
+        got = self.run(refreshing)
+        m = self.model.sessions.get(sid)
+        assert got == (m.doc() if m is not None else None)
+
+    @rule(
+        cancel=st.sampled_from(["none", "first", "second"]),
+        reader=sids,
+        bound=st.integers(1, 3),
+        journal=st.booleans(),
+    )
+    def close_under_load(self, cancel: str, reader: str, bound: int, journal: bool) -> None:
+        """Two concurrent closes while the final flush is held, one caller maybe cancelled, a reload in flight:
+        one close happens (the store ends closed, not reopened), the reader gets its session or ClosedError,
+        and the reopened store (another bound and mode) equals the model."""
+        self.run(self.db.flush())  # everything clean: the bound evicts, so the reader may have to reload
+        load_gate = None
+        reading = None
+        if self.evicted(reader):
+            load_gate = self.storage.load_gate = Gate()
+            reading = self.loop.create_task(self.db.get_session(reader))
+            self.run(load_gate.entered.wait())
+        self.put_record("m1", "absent", "written just before the close")  # for the final flush to write
+        save_gate = self.storage.save_gate = Gate()
+        first = self.loop.create_task(self.db.aclose())
+        self.until_entered(save_gate, first)
+        second = self.loop.create_task(self.db.aclose())
+        self.run(asyncio.sleep(0))
+        victim = {"first": first, "second": second}.get(cancel)
+        if victim is not None:
+            victim.cancel()
+        if load_gate is not None:
+            load_gate.release.set()
+        save_gate.release.set()
+        self.storage.save_gate = None
+        outcomes = self.run(asyncio.gather(first, second, return_exceptions=True))
+        for task, outcome in zip((first, second), outcomes, strict=True):
+            if task is victim and not isinstance(outcome, asyncio.CancelledError):
+                assert outcome is None  # it ended before the cancel reached it
+            elif task is not victim:
+                assert outcome is None
+        if reading is not None:
+            got = self.run(_outcome(reading))
+            m = self.model.sessions.get(reader)
+            assert isinstance(got, ClosedError) or got == (m.doc() if m is not None else None)
+        assert self.db.stats().state == "closed"
+        assert self.storage.closes == 1
+        self.max_sessions, self.journal = bound, journal
+        self.db = self.open_store()
+        assert self.run(self.db.get_all_sessions()) == self.model.query()[0]
+
+
+async def _outcome(awaitable: Awaitable[Any]) -> Any:
+    try:
+        return await awaitable
+    except ClosedError as exc:
+        return exc
 
 
 def _delete(m: Model, sid: str) -> bool:

@@ -284,8 +284,11 @@ class SessionsApi:
             raise ValidationError("refresh needs a persistence to read from")
         held = await self._rt.lock_all((session_id,))
         try:
-            doc = await self._persistence.load_one(SESSIONS, session_id)
-            raw = ops.refresh(self._kernel, session_id, doc)
+            # No flush may run between the read and the replacement: one in progress would write the local
+            # version being discarded over storage's, and memory and storage would disagree.
+            async with self._rt.flushes_excluded():
+                doc = await self._persistence.load_one(SESSIONS, session_id)
+                raw = ops.refresh(self._kernel, session_id, doc)
         finally:
             self._rt.unlock_all(held)
             self._kernel.deliver()

@@ -71,8 +71,9 @@ class Stats:
 
 
 #: What happened: a flush wrote something, a flush failed, a snapshot was loaded at start, a record was
-#: fetched on demand, a record was merged with another replica's write, a session was evicted or expired.
-EventKind = Literal["flush", "flush_failed", "load", "lazy_load", "merge", "evict", "expire"]
+#: fetched on demand, a record was merged with another replica's write, a session was evicted or expired, a
+#: background task (flusher, journal fsync, TTL sweeper) crashed (``task``, ``error``; the next close raises it).
+EventKind = Literal["flush", "flush_failed", "load", "lazy_load", "merge", "evict", "expire", "task_failed"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,18 +160,26 @@ class Flusher:
         """Ask the background task to flush now (eviction is blocked by dirty sessions)."""
         self._wake.set()
 
-    def start(self) -> None:
-        """Start the background task on the running loop."""
+    def start(self) -> asyncio.Task[None]:
+        """Start the background task on the running loop (a stop's wake-up is cleared first)."""
         self._stopping = False
+        self._wake.clear()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="aiomemdb-flusher")
+        return self._task
 
     async def stop(self) -> None:
-        """Stop the background task, after the flush it may be running."""
+        """Stop the background task, after the flush it may be running; a crash is reported by the supervisor
+        (the runtime), not raised here, so a close always goes on to its final flush."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
             task, self._task = self._task, None
-            await task
+            await asyncio.wait([task])
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held while a flush runs: whoever holds it knows no flush is in progress (``refresh``)."""
+        return self._lock
 
     async def _run(self) -> None:
         failures = 0

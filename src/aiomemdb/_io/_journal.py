@@ -189,15 +189,20 @@ class Journal:
         """
         with self._fd_lock:
             covered = self.appended
-            todo = [(s, self._fds[s]) for s in sorted(self._unsynced) if s in self._fds]
+            # Duplicates, taken under the lock: release() may close the segment's own fd (and the number be
+            # reused by another open) while the fsync runs outside the lock; a duplicate stays valid.
+            todo = [(s, os.dup(self._fds[s])) for s in sorted(self._unsynced) if s in self._fds]
             self._unsynced.clear()
         try:
             for _segment, fd in todo:
                 os.fsync(fd)
         except OSError:
             with self._fd_lock:
-                self._unsynced.update(s for s, _ in todo)
+                self._unsynced.update(s for s, _ in todo if s in self._fds)
             raise
+        finally:
+            for _segment, fd in todo:
+                os.close(fd)
         return covered
 
     def release(self, upto: int) -> None:

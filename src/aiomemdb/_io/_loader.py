@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from aiomemdb._exceptions import AiomemdbError, PersistenceError
+from aiomemdb._exceptions import AiomemdbError, ClosedError, PersistenceError
 from aiomemdb._kernel import Kernel, Key
 from aiomemdb._kernel import _storage as storage
 from aiomemdb.persistence._base import Persistence
@@ -26,15 +26,29 @@ class Loader:
         self._kernel = kernel
         self._persistence = persistence
         self._tasks: dict[Key, asyncio.Task[None]] = {}
+        self._stopped = False
 
     async def fetch(self, keys: Iterable[Key]) -> None:
-        """Fetch ``keys`` (in parallel) into memory; raises the first failure."""
+        """Fetch ``keys`` (in parallel) into memory; raises the first failure.
+
+        Raises:
+            ClosedError: the store closed (and stopped its fetches) before this one ended.
+        """
+        if self._stopped:
+            raise ClosedError("this AsyncInMemoryDb is closed")
         tasks = [self._task(key) for key in dict.fromkeys(keys)]
         # shield: a cancelled caller must not cancel a fetch that other callers are waiting for.
-        if len(tasks) == 1:
-            await asyncio.shield(tasks[0])
-        else:
-            await asyncio.shield(asyncio.gather(*tasks))
+        try:
+            if len(tasks) == 1:
+                await asyncio.shield(tasks[0])
+            else:
+                await asyncio.shield(asyncio.gather(*tasks))
+        except asyncio.CancelledError:
+            this = asyncio.current_task()
+            if self._stopped and (this is None or not this.cancelling()):
+                # The fetch was cancelled by stop(), not this caller: the caller is told why, not cancelled.
+                raise ClosedError("this AsyncInMemoryDb closed while the load was in flight") from None
+            raise
 
     def _task(self, key: Key) -> asyncio.Task[None]:
         task = self._tasks.get(key)
@@ -69,7 +83,8 @@ class Loader:
             storage.end_load(self._kernel, ticket)
 
     async def stop(self) -> None:
-        """Cancel fetches in flight and wait for them to end."""
+        """Cancel fetches in flight and wait for them to end; their callers get ClosedError, as later ones do."""
+        self._stopped = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()

@@ -1,10 +1,19 @@
-"""The async driver's machinery: one structured lifecycle for the I/O parts, and the loop that runs kernel calls.
+"""The async driver's lifecycle: one structured start and one shared, shielded close for the I/O parts.
 
-:class:`Runtime` starts (load, journal replay, tasks) and stops (tasks, final flush, journal, persistence) the
-parts in one order, and :meth:`Runtime.call` runs one kernel transaction: when the kernel raises
-:class:`~aiomemdb._kernel.NeedsLoad`, it pins the sessions, fetches them through the loader and tries again.
-Per-session locks exist only while a read-modify-write spans an await (``update_session``); a plain write waits
-for one only when it exists.
+:class:`Runtime` starts (load, journal replay, tasks) and stops (tasks, final flush, journal, loader,
+persistence) the parts in one order, and supervises the background tasks: one that ends without having been
+asked to (a crash) is logged, reported (``stats().last_error``, a ``task_failed`` event) and raised, with its
+cause, by the next close, which still makes its final flush first. Running kernel calls is :class:`Calls`.
+
+Close semantics (``aclose``):
+
+- one close task, shared by every caller and shielded from them: a caller that is cancelled stops waiting, the
+  close goes on, and every caller that waits sees its one outcome;
+- the final flush is repeated until nothing is dirty, and then the kernel refuses writes (``ClosedError``), so
+  a write that was waiting for a load or a lock either is in the final flush or fails: never acknowledged and
+  lost;
+- a failed final flush leaves the store open again, every task running, nothing lost; any later failure
+  (journal, loader, persistence) leaves it closed, every step attempted, and is raised.
 """
 
 from __future__ import annotations
@@ -12,18 +21,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-from aiomemdb._codec import SESSIONS
-from aiomemdb._exceptions import ClosedError, PersistenceError
+from aiomemdb._exceptions import AiomemdbError, ClosedError, PersistenceError
+from aiomemdb._io._calls import Calls, SessionLock
 from aiomemdb._io._flusher import Flusher
 from aiomemdb._io._journal import Journal, has_segments
 from aiomemdb._io._loader import Loader
 from aiomemdb._io._sweeper import Sweeper
 from aiomemdb._io._syncer import Syncer
 from aiomemdb._io._threads import run_blocking
-from aiomemdb._kernel import Drop, Kernel, Key, NeedsLoad, parse_entry
+from aiomemdb._kernel import Drop, Kernel, parse_entry
 from aiomemdb._kernel import _ops as ops
 from aiomemdb._kernel import _storage as storage
 from aiomemdb.persistence._base import Persistence
@@ -31,22 +40,11 @@ from aiomemdb.persistence._base import Persistence
 __all__ = ["Runtime", "SessionLock"]
 
 logger = logging.getLogger("aiomemdb")
-T = TypeVar("T")
 NEW, STARTING, OPEN, CLOSING, CLOSED = "new", "starting", "open", "closing", "closed"
 _YIELD_EVERY = 256
 
 
-class SessionLock:
-    """A per-session lock and the number of tasks holding or waiting for it."""
-
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
-
-
-class Runtime:
+class Runtime(Calls):
     """Lifecycle and kernel calls of one :class:`~aiomemdb.AsyncInMemoryDb` (bound to the loop it starts in)."""
 
     def __init__(
@@ -81,7 +79,13 @@ class Runtime:
         self.locks: dict[str, SessionLock] = {}
         self.last_error: str | None = None
         self._start_lock: asyncio.Lock | None = None
-        self._closing: asyncio.Future[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._tasks: dict[asyncio.Task[None], str] = {}  # background tasks running, and what each is
+        self.crashes: list[tuple[str, BaseException]] = []  # tasks that ended unasked, not yet raised by a close
+        # The command line's read-only stores: replay the journal into memory, but never flush (not even at
+        # close) nor truncate it. ``replayed`` counts the journal entries the start found.
+        self.read_only = False
+        self.replayed = 0
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -160,10 +164,12 @@ class Runtime:
             self._emit("load", {"records": self.kernel.counts["loads"], "duration": time.perf_counter() - began})
         if self._journal_dir is None:
             return
-        journaling = self.durability == "journal"
+        journaling = self.durability == "journal" and not self.read_only
         if journaling or await run_blocking(has_segments, self._journal_dir):
-            journal = Journal(self._journal_dir)
-            replayed = await self._replay(journal)
+            journal = Journal(self._journal_dir, read_only=self.read_only)
+            replayed = self.replayed = await self._replay(journal)
+            if self.read_only:
+                return  # the journal's writes are in memory; storage and the journal stay as they are
             if journaling:
                 self.syncer = Syncer(journal, interval=self._journal_fsync, on_error=self._journal_failed)
                 self.journal = journal
@@ -192,19 +198,43 @@ class Runtime:
         return len(entries)
 
     def _journal_failed(self, exc: BaseException) -> None:
-        self.last_error = repr(exc)
+        self.last_error = f"journal fsync failed: {exc!r}"
         self._emit("flush_failed", {"error": f"journal fsync: {exc!r}", "keys": len(self.kernel.dirty)})
         self._wake_flusher()
 
-    def _start_tasks(self) -> None:
-        if self.syncer is not None:
-            self.syncer.start()
+    def _start_tasks(self, *, syncer: bool = True) -> None:
+        if syncer and self.syncer is not None:
+            self._watch(self.syncer.start(), "journal fsync")
         if self.flusher is not None and self.durability != "manual":
-            self.flusher.start()
+            self._watch(self.flusher.start(), "flusher")
         if self.sweeper is not None:
-            self.sweeper.start()
+            self._watch(self.sweeper.start(), "TTL sweeper")
+
+    def _watch(self, task: asyncio.Task[None], name: str) -> None:
+        self._tasks[task] = name
+        task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        name = self._tasks.pop(task, "task")
+        if task.cancelled():
+            exc: BaseException | None = asyncio.CancelledError(f"the {name} task was cancelled")
+        else:
+            exc = task.exception()
+        if exc is None and self.state in (CLOSING, CLOSED):
+            return  # stopped as asked
+        if exc is None:
+            exc = RuntimeError(f"the {name} task ended while the store was open")
+        self.crashes.append((name, exc))
+        self.last_error = f"background {name} task crashed: {exc!r}"
+        if isinstance(exc, asyncio.CancelledError):
+            # Most often the event loop ended (asyncio.run returned) before the store was closed.
+            logger.error("aiomemdb: the background %s task was cancelled while the store was open", name)
+        else:
+            logger.error("aiomemdb: the background %s task crashed; aclose() will raise it", name, exc_info=exc)
+        self._emit("task_failed", {"task": name, "error": repr(exc)})
 
     async def _stop_tasks(self) -> None:
+        """Stop the flusher and the sweeper (never raises: a crash was recorded by :meth:`_task_ended`)."""
         for part in (self.sweeper, self.flusher if self.durability != "manual" else None):
             if part is not None:
                 await part.stop()
@@ -219,43 +249,44 @@ class Runtime:
             exc.add_note(f"releasing the persistence after the failed start also failed: {close_exc!r}")
 
     async def aclose(self) -> None:
-        """Stop the tasks, flush, close the journal and the persistence; idempotent and safe to call concurrently.
+        """Stop the tasks, flush, close the journal, the loader and the persistence; idempotent, and one close is
+        shared by concurrent callers (see the module docstring).
 
         Raises:
             PersistenceError: the final flush failed: the store is open again (nothing lost, the flusher
-                retries) and ``aclose()`` may be called again. An error closing the journal or the persistence
-                after a successful flush leaves the store closed, and is raised.
+                retries) and ``aclose()`` may be called again.
+            AiomemdbError: after a complete close, a background task had crashed (the cause is chained), or
+                closing the journal or the persistence failed.
         """
-        if self.state in (NEW, CLOSED):
-            self.state = CLOSED
-            return
-        if self.state == STARTING:
-            await self.start()
-        if self._closing is not None:
-            await asyncio.shield(self._closing)
-            return
-        assert self.loop is not None
-        closing = self._closing = self.loop.create_future()
-        try:
-            await self._close()
-        except BaseException as exc:
-            closing.set_exception(exc)
-            closing.exception()
-            raise
-        else:
-            closing.set_result(None)
-        finally:
+        if self._closing is None:
+            if self.state in (NEW, CLOSED):
+                self.state = CLOSED
+                return
+            if self.state == STARTING:
+                await self.start()
+            if self._closing is None:
+                assert self.loop is not None
+                self._closing = self.loop.create_task(self._close(), name="aiomemdb-close")
+                self._closing.add_done_callback(self._closed)
+        # shield: a caller that is cancelled stops waiting; the close it shares with others goes on.
+        await asyncio.shield(self._closing)
+
+    def _closed(self, task: asyncio.Task[None]) -> None:
+        if self._closing is task:
             self._closing = None
+        if not task.cancelled():
+            task.exception()  # its callers were told; if they were all cancelled, nobody else must be
 
     async def _close(self) -> None:
         self.state = CLOSING
         await self._stop_tasks()
         try:
-            if self.flusher is not None:
-                await self.flusher.flush()
-        except BaseException:
+            await self._final_flush()
+        except BaseException as exc:
             self.state = OPEN
-            self._start_tasks_after_failed_close()
+            self._start_tasks(syncer=False)  # the fsync task was never stopped
+            if self.crashes:
+                exc.add_note(f"background tasks had crashed: {self.crashes!r}")
             raise
         errors: list[BaseException] = []
         for step in (self._close_journal, self._close_loader, self._close_persistence):
@@ -264,23 +295,49 @@ class Runtime:
             except Exception as exc:
                 errors.append(exc)
         self.state = CLOSED
+        crashes, self.crashes = self.crashes, []
+        if crashes:
+            name, first = crashes[0]
+            error = AiomemdbError(
+                f"closed (final flush done), but the background {name} task had crashed: {first!r}"
+                + (f"; and {len(crashes) - 1} more: {crashes[1:]!r}" if len(crashes) > 1 else "")
+                + (f"; closing also failed: {errors!r}" if errors else "")
+            )
+            raise error from first
         if len(errors) == 1:
             raise errors[0]
         if errors:
             raise PersistenceError(f"closing failed: {errors!r}", cause=errors[0]) from errors[0]
 
-    def _start_tasks_after_failed_close(self) -> None:
-        if self.flusher is not None and self.durability != "manual":
-            self.flusher.start()
-        if self.sweeper is not None:
-            self.sweeper.start()
+    async def _final_flush(self) -> None:
+        """Flush until nothing is dirty, then refuse writes: a write still in progress (waiting for a load or a
+        lock) either lands before this returns, and so in storage, or fails with ClosedError."""
+        kernel = self.kernel
+        flusher = None if self.read_only else self.flusher
+        while True:
+            if flusher is not None:
+                await flusher.flush()
+            with kernel.lock:
+                if not kernel.dirty or flusher is None:
+                    kernel.closed = True
+                    return
 
     async def _close_journal(self) -> None:
         if self.syncer is not None:
             await self.syncer.stop()
         if self.journal is not None:
             self.kernel.journal = None
-            await run_blocking(self.journal.close)
+            await run_blocking(self._retire_journal, self.journal)
+
+    @staticmethod
+    def _retire_journal(journal: Journal) -> None:
+        """After a complete final flush nothing is dirty, so every journaled write is in storage, including
+        those that were never dirty (a refresh, an adopted merge, which no flush rotates out): remove them all,
+        or the next start would replay them."""
+        try:
+            journal.release(journal.rotate())
+        finally:
+            journal.close()
 
     async def _close_loader(self) -> None:
         if self.loader is not None:
@@ -289,92 +346,4 @@ class Runtime:
     async def _close_persistence(self) -> None:
         if self.persistence is not None:
             await self.persistence.aclose()
-
-    # -- kernel calls ----------------------------------------------------------------------------------------
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run one kernel transaction ``fn(kernel, *args, fetched)``, fetching what it needs until it completes."""
-        kernel = self.kernel
-        try:
-            return fn(kernel, *args, frozenset())
-        except NeedsLoad as first:
-            needed = first.keys
-        finally:
-            kernel.deliver()
-        fetched: frozenset[Key] = frozenset()
-        pinned: list[str] = []
-        try:
-            while True:
-                sids = [rid for collection, rid in needed if collection == SESSIONS]
-                kernel.pin(sids)
-                pinned.extend(sids)
-                assert self.loader is not None, "only a store with a persistence can need a load"
-                await self.loader.fetch(needed)
-                fetched |= frozenset(needed)
-                try:
-                    return fn(kernel, *args, fetched)
-                except NeedsLoad as again:
-                    needed = again.keys
-        finally:
-            if pinned:
-                kernel.unpin(pinned)
-            kernel.deliver()
-
-    async def write(self, sids: Sequence[str], fn: Callable[..., T], *args: Any) -> T:
-        """A write: it waits for the read-modify-writes holding any of ``sids``' locks, then runs ``fn``."""
-        if not any(sid in self.locks for sid in sids):
-            return await self.call(fn, *args)
-        held = await self.lock_all(sids)
-        try:
-            return await self.call(fn, *args)
-        finally:
-            self.unlock_all(held)
-
-    async def lock_all(self, sids: Sequence[str]) -> list[tuple[str, SessionLock]]:
-        """Take the locks of ``sids`` (in sorted order, so two bulk writes cannot deadlock)."""
-        held: list[tuple[str, SessionLock]] = []
-        try:
-            for sid in sorted(set(sids)):
-                entry = self.locks.get(sid)
-                if entry is None:
-                    entry = self.locks[sid] = SessionLock()
-                entry.users += 1
-                try:
-                    await entry.lock.acquire()
-                except BaseException:
-                    self._release(sid, entry)
-                    raise
-                held.append((sid, entry))
-        except BaseException:
-            self.unlock_all(held)
-            raise
-        return held
-
-    def unlock_all(self, held: list[tuple[str, SessionLock]]) -> None:
-        """Release locks taken by :meth:`lock_all`."""
-        for sid, entry in reversed(held):
-            entry.lock.release()
-            self._release(sid, entry)
-
-    def _release(self, sid: str, entry: SessionLock) -> None:
-        entry.users -= 1
-        if entry.users == 0 and self.locks.get(sid) is entry:
-            del self.locks[sid]
-
-    async def after_write(self) -> None:
-        """Make a finished write as durable as the policy asks before the call returns."""
-        if self.syncer is not None:
-            await self.syncer.wait()
-        elif self.durability == "write" and self.flusher is not None:
-            await self.flusher.until_persisted(self.kernel.seq)
-
-    async def stored_keys(self, collection: str | None = None) -> list[Key]:
-        """Every key in storage (of ``collection``) when the store is lazy, else nothing (memory has them all)."""
-        if not self.kernel.lazy:
-            return []
-        return await self._stored_keys(collection)
-
-    async def _stored_keys(self, collection: str | None = None) -> list[Key]:
-        assert self.persistence is not None
-        return await self.persistence.list_keys(collection)
 

@@ -21,18 +21,20 @@ class Sweeper:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Start the task on the running loop."""
+    def start(self) -> asyncio.Task[None]:
+        """Start the task on the running loop (a stop's wake-up is cleared, or the new task would spin)."""
         self._stopping = False
+        self._wake.clear()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="aiomemdb-expiry")
+        return self._task
 
     async def stop(self) -> None:
-        """Stop the task, after the slice it may be sweeping."""
+        """Stop the task, after the slice it may be sweeping; a crash is the supervisor's to report, not raised."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
             task, self._task = self._task, None
-            await task
+            await asyncio.wait([task])
 
     async def sweep(self) -> int:
         """Evict every payload idle for longer than ``ttl``; returns how many."""
@@ -53,4 +55,5 @@ class Sweeper:
                 pass
             if self._stopping:
                 return
+            self._wake.clear()
             await self.sweep()

@@ -40,10 +40,12 @@ class Syncer:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
         """Start the task on the running loop."""
         self._stopping = False
+        self._wake.clear()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="aiomemdb-journal-fsync")
+        return self._task
 
     async def wait(self) -> None:
         """With ``interval == 0``: return once everything appended so far is fsynced (else at once).
@@ -56,25 +58,46 @@ class Syncer:
         target = self.journal.appended
         if target <= self._synced:
             return
+        if self._task is None or self._task.done():
+            # No task to do it (stopped by a close, or crashed, which the runtime reports): fsync here.
+            await self._sync_once()
+            if target > self._synced:
+                raise PersistenceError(
+                    "journal fsync failed; the write is applied in memory but not yet durable",
+                    key=str(self.journal.directory),
+                )
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((target, future))
         self._wake.set()
         await asyncio.shield(future)
 
     async def _run(self) -> None:
-        while not self._stopping:
-            if self.interval > 0:
-                try:
-                    async with asyncio.timeout(self.interval):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-            else:
-                await self._wake.wait()
-            self._wake.clear()
-            if self._stopping:
-                break
-            await self._sync_once()
+        try:
+            while not self._stopping:
+                if self.interval > 0:
+                    try:
+                        async with asyncio.timeout(self.interval):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        pass
+                else:
+                    await self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    break
+                await self._sync_once()
+        except BaseException as exc:
+            # A crash (reported by the runtime) must not leave writers waiting for an fsync nobody will run.
+            self._fail_waiters(PersistenceError(f"journal fsync task failed: {exc!r}", cause=exc))
+            raise
+
+    def _fail_waiters(self, error: PersistenceError) -> None:
+        waiters, self._waiters = self._waiters, []
+        for _, future in waiters:
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # a cancelled writer must not cause "exception never retrieved"
 
     async def _sync_once(self) -> None:
         try:
@@ -88,11 +111,7 @@ class Syncer:
                 key=str(self.journal.directory),
                 cause=exc,
             )
-            waiters, self._waiters = self._waiters, []
-            for _, future in waiters:
-                if not future.done():
-                    future.set_exception(error)
-                    future.exception()  # a cancelled writer must not cause "exception never retrieved"
+            self._fail_waiters(error)
             return
         self._synced = max(self._synced, covered)
         still: list[tuple[int, asyncio.Future[None]]] = []
@@ -111,7 +130,6 @@ class Syncer:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            await self._task
-            self._task = None
+            await asyncio.wait([self._task])  # a crash is the runtime's to report
         if self._waiters:
             await self._sync_once()

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from typing import Any, Protocol
 
 from aiomemdb._codec import SESSIONS
-from aiomemdb._exceptions import ConflictError, NotFoundError, OwnershipError, ValidationError
+from aiomemdb._exceptions import ClosedError, ConflictError, NotFoundError, OwnershipError, ValidationError
 from aiomemdb._index import SessionIndex
 from aiomemdb._kernel._effects import Blob, Drop, Effect, SetRecord, SetRun, SetSession, journal_line
 from aiomemdb._kernel._query import Query, select
@@ -114,6 +114,9 @@ class Kernel:
         self.wake_flusher = wake_flusher
         self.journal: JournalSink | None = None
         self.guard: CommitGuard | None = None  # entered around every commit (see CommitGuard)
+        # Set by a close once its final flush has covered every write: a write still in progress then (it was
+        # waiting for a load or a lock) fails with ClosedError instead of landing after the last flush.
+        self.closed = False
 
         self.sessions: dict[str, SessionRecord] = {}
         self.index = SessionIndex(self.sessions)
@@ -190,6 +193,8 @@ class Kernel:
         """
         if not effects:
             return
+        if self.closed:
+            raise ClosedError("the store is closed")
         guarded = self.guard is not None and self.guard.enter()
         try:
             if journal and self.journal is not None:

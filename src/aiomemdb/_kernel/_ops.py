@@ -196,7 +196,10 @@ def refresh(k: Kernel, sid: str, doc: dict[str, Any] | None) -> bytes | None:
     with k.lock:
         k.dirty.pop((SESSIONS, sid), None)
         if rec is not None:
-            rec.seq = k.next_seq()
+            # Keep the session's place in the recency order (as a reload does): storage's version is not a new
+            # write, and a new seq would be forgotten by the next restart, which orders by the stored one.
+            current = k.sessions.get(sid)
+            rec.seq = current.seq if current is not None else k.next_seq()
         k.commit([SetSession(sid, rec)], dirty=False)
         return rec.doc_bytes() if rec is not None else None
 

@@ -40,7 +40,18 @@ from aiomemdb._codec import decode_envelope
 from aiomemdb._exceptions import AiomemdbError, CorruptDataError, ValidationError
 from aiomemdb.cli._checks import check_output, require_store, s3_hint
 from aiomemdb.cli._loading import Preloaded, read_all
-from aiomemdb.cli._sources import Object, ReadOnly, check_object, message, persistence_for, reason, scan, store
+from aiomemdb.cli._sources import (
+    Object,
+    ReadOnly,
+    check_object,
+    journal_entries,
+    journal_of,
+    message,
+    persistence_for,
+    reason,
+    scan,
+    store,
+)
 from aiomemdb.cli._transfer import import_records, parse_import, write_output
 from aiomemdb.persistence._base import Persistence
 
@@ -93,7 +104,8 @@ def cmd_ls(args: argparse.Namespace, persistence: Persistence) -> int:
     require_store(persistence)
 
     async def run() -> tuple[list[dict[str, Any]], int]:
-        async with store(Preloaded(await read_all(persistence, args))) as db:
+        snapshot = Preloaded(await read_all(persistence, args))
+        async with store(snapshot, read_only_journal=journal_of(persistence)) as db:
             return await db.get_sessions(
                 user_id=args.user,
                 agent_id=args.agent,
@@ -133,7 +145,8 @@ def cmd_show(args: argparse.Namespace, persistence: Persistence) -> int:
     require_store(persistence)
 
     async def run() -> dict[str, Any] | None:
-        async with store(ReadOnly(persistence), lazy=True) as db:  # lazy: one object read, not the store
+        # lazy: one object read, not the store (and the journal's writes, if any)
+        async with store(ReadOnly(persistence), lazy=True, read_only_journal=journal_of(persistence)) as db:
             return await db.get_session(args.session_id, runs_limit=args.runs)
 
     session = asyncio.run(run())
@@ -148,7 +161,8 @@ def cmd_stats(args: argparse.Namespace, persistence: Persistence) -> int:
 
     async def run() -> dict[str, Any]:
         started = time.monotonic()
-        async with store(Preloaded(await read_all(persistence, args))) as db:
+        snapshot = Preloaded(await read_all(persistence, args))
+        async with store(snapshot, read_only_journal=journal_of(persistence)) as db:
             return {**dataclasses.asdict(db.stats()), "load_duration": time.monotonic() - started}
 
     stats = asyncio.run(run())
@@ -176,13 +190,21 @@ def cmd_verify(args: argparse.Namespace, persistence: Persistence) -> int:
             bad.append((obj.where, reason(obj.where, exc)))
 
     count, problems = asyncio.run(scan(persistence, args, "verifying", check, unreadable=bad))
-    problems = sorted(problems + bad)
+    journal = journal_of(persistence)
+    entries, journal_problems = journal_entries(journal)
+    problems = sorted(problems + bad + journal_problems)
     for where, why in problems:
         print(f"CORRUPT {where}: {why}")
+    pending = (
+        f"; plus {entries} journaled write(s) in {journal} not flushed yet (the next open of the store replays "
+        "them)"
+        if entries
+        else ""
+    )
     if problems:
-        print(f"{len(problems)} problem(s) among {count} objects of {args.store}", file=sys.stderr)
+        print(f"{len(problems)} problem(s) among {count} objects of {args.store}{pending}", file=sys.stderr)
         return 1
-    print(f"ok: all {count} objects of {args.store} are readable")
+    print(f"ok: all {count} objects of {args.store} are readable{pending}")
     return 0
 
 
@@ -199,6 +221,15 @@ def cmd_export(args: argparse.Namespace, persistence: Persistence) -> int:
         record_id, seq = check_object(obj, raw)
         found.append((seq, obj.collection, record_id, raw))
 
+    journal = journal_of(persistence)
+    entries, _ = journal_entries(journal)
+    if entries:
+        print(
+            f"WARNING: {journal} holds {entries} journaled write(s) not flushed to the store's objects yet; this "
+            "export does NOT include them. Open the store once (any open replays and flushes the journal), or "
+            "let its writer flush, then export again.",
+            file=sys.stderr,
+        )
     _, problems = asyncio.run(scan(persistence, args, "exporting", keep))
     if problems:
         where, why = problems[0]

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Any, Protocol
 
 from aiomemdb._async import AsyncInMemoryDb
 from aiomemdb._codec import SESSIONS, check_collection, check_stored_session, decode_envelope
-from aiomemdb._exceptions import AiomemdbError, PersistenceError, ValidationError
+from aiomemdb._exceptions import AiomemdbError, CorruptDataError, PersistenceError, ValidationError
+from aiomemdb._io._journal import Journal, has_segments
+from aiomemdb._kernel import parse_entry
 from aiomemdb._stats import Event
 from aiomemdb.cli._progress import Progress, pool, waiting
 from aiomemdb.persistence import DirectoryPersistence
@@ -30,6 +33,8 @@ __all__ = [
     "Object",
     "ReadOnly",
     "check_object",
+    "journal_entries",
+    "journal_of",
     "message",
     "persistence_for",
     "reason",
@@ -96,12 +101,49 @@ class ReadOnly:
         await self.inner.aclose()
 
 
+def journal_of(persistence: Persistence) -> Path | None:
+    """The journal a store over ``persistence`` replays (a directory store's ``journal/``; S3 names none)."""
+    inner = persistence.inner if isinstance(persistence, ReadOnly) else persistence
+    return inner.path / "journal" if isinstance(inner, DirectoryPersistence) else None
+
+
+def journal_entries(journal: Path | None) -> tuple[int, list[tuple[str, str]]]:
+    """How many unreplayed entries the journal holds, and the unreadable ones as ``(segment:offset, why)``.
+
+    Blocking; read-only (a torn tail is skipped, not cut off).
+    """
+    if journal is None or not has_segments(journal):
+        return 0, []
+    try:
+        entries = Journal(journal, read_only=True).read()
+    except CorruptDataError as exc:
+        return 0, [(exc.key, str(exc))]
+    problems: list[tuple[str, str]] = []
+    for where, entry in entries:
+        try:
+            parse_entry(entry, where)
+        except CorruptDataError as exc:
+            problems.append((where, str(exc)))
+    return len(entries), problems
+
+
 @contextlib.asynccontextmanager
 async def store(
-    persistence: Persistence, *, lazy: bool = False, on_event: Callable[[Event], None] | None = None
+    persistence: Persistence,
+    *,
+    lazy: bool = False,
+    on_event: Callable[[Event], None] | None = None,
+    read_only_journal: Path | None = None,
 ) -> AsyncIterator[AsyncInMemoryDb]:
-    """The async core over ``persistence`` (``durability="manual"``), closed on exit; a full load shows its time."""
-    db = AsyncInMemoryDb(persistence=persistence, durability="manual", lazy=lazy, on_event=on_event)
+    """The async core over ``persistence`` (``durability="manual"``), closed on exit; a full load shows its time.
+
+    ``read_only_journal``: replay that journal into memory (so what a read command shows includes writes a
+    journaled writer made but did not flush yet), without flushing or truncating it; a note on stderr says so.
+    """
+    db = AsyncInMemoryDb(
+        persistence=persistence, durability="manual", lazy=lazy, on_event=on_event, journal_path=read_only_journal
+    )
+    db._rt.read_only = read_only_journal is not None
     try:
         await (db.start() if lazy else waiting("loading", db.start()))
     except BaseException:
@@ -109,6 +151,12 @@ async def store(
         with contextlib.suppress(Exception):
             await persistence.aclose()
         raise
+    if db._rt.replayed:
+        print(
+            f"note: including {db._rt.replayed} journaled write(s) from {read_only_journal} "
+            "that are not flushed to the store's objects yet",
+            file=sys.stderr,
+        )
     try:
         yield db
     finally:

@@ -204,7 +204,13 @@ class DirectoryPersistence:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(path)
                 else:
-                    self._write_atomic(path, data)
+                    try:
+                        self._write_atomic(path, data)
+                    except FileNotFoundError:
+                        # The directory was removed while the store ran: make it again (once) rather than
+                        # failing every flush until someone recreates it by hand.
+                        self._mkdir(directory)
+                        self._write_atomic(path, data)
             except OSError as exc:
                 raise PersistenceError(f"cannot write {path}: {exc}", key=str(path), cause=exc) from exc
             touched.add(directory)

@@ -753,6 +753,8 @@ class S3Persistence:
                     group.create_task(worker())
         except ExceptionGroup as eg:
             failure = eg.exceptions[0]  # raised outside the handler, so it keeps its own __cause__
+            for other in eg.exceptions[1:]:
+                failure.add_note(f"also failed in the same step: {other!r}")  # none of a group is dropped
         if failure is not None:
             raise failure
         return results
