@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +186,37 @@ def test_a_user_sigint_handler_set_later_gets_the_deferred_signal() -> None:
             assert "s" in mirror
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.timeout(30)
+def test_a_handler_restored_by_its_owner_leaves_ctrl_c_as_before() -> None:
+    """Code that saves the SIGINT handler, installs its own around some writes and restores the saved one (as
+    ipykernel does around every cell) leaves Ctrl-C as it was: a later SIGINT raises KeyboardInterrupt and does
+    not go to the handler that was put away."""
+    received: list[int] = []
+    with InMemoryDb() as db:
+        db.upsert_session({"session_id": "before"})  # the guard is now the installed handler
+        saved = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+        try:
+            _outlast_the_guards_burst_window()  # a cell's code runs for longer than a burst of calls
+            db.upsert_session({"session_id": "during"})  # the guard stands in front of the cell's handler
+            assert signal.getsignal(signal.SIGINT) is not saved  # ... for that commit only
+        finally:
+            signal.signal(signal.SIGINT, saved)
+        _outlast_the_guards_burst_window()
+        db.upsert_session({"session_id": "after"})
+        waiting, never = threading.Event(), threading.Event()
+        helper = _interrupt_main_when(waiting, threading.Event())
+        waiting.set()
+        with pytest.raises(KeyboardInterrupt):
+            never.wait(20)
+        helper.join(10)
+    assert received == []
+
+
+def _outlast_the_guards_burst_window() -> None:
+    """Compute until the guard's 0.1 ms "burst of calls" window has passed, so its next commit re-checks the
+    installed handler (a notebook cell or a test does far more than this between two writes)."""
+    end = time.perf_counter_ns() + 1_000_000
+    while time.perf_counter_ns() < end:
+        pass
