@@ -15,10 +15,12 @@ from aiomemdb._exceptions import (
     ClosedError,
     ConflictError,
     CorruptDataError,
+    LockedError,
     NotFoundError,
     OwnershipError,
     PersistenceError,
     SerializationError,
+    UnsafeStorageError,
     ValidationError,
 )
 from aiomemdb._stats import Event, EventKind, FlushReport, Stats
@@ -47,6 +49,7 @@ __all__ = [
     "FlushReport",
     "HookPersistence",
     "InMemoryDb",
+    "LockedError",
     "NotFoundError",
     "OwnershipError",
     "Persistence",
@@ -54,6 +57,7 @@ __all__ = [
     "S3Persistence",
     "SerializationError",
     "Stats",
+    "UnsafeStorageError",
     "ValidationError",
 ]
 
