@@ -68,7 +68,8 @@ class HooksBackend(Backend):
 class S3Backend(Backend):
     name = "s3"
 
-    def __init__(self, bucket: str, options: dict[str, str]) -> None:
+    def __init__(self, bucket: str, options: dict[str, Any], *, name: str = "s3") -> None:
+        self.name = name
         self.bucket = bucket
         self.options = options
         self.prefix = f"tenant-{uuid.uuid4().hex[:6]}/app"
@@ -81,7 +82,8 @@ class S3Backend(Backend):
     async def assert_contained(self) -> None:
         from aiobotocore.session import get_session
 
-        async with get_session().create_client("s3", **self.options) as client:
+        client_options = {k: v for k, v in self.options.items() if k != "single_writer"}
+        async with get_session().create_client("s3", **client_options) as client:
             keys: list[str] = []
             paginator = client.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=self.bucket):
