@@ -20,6 +20,10 @@ class Backend:
     def make(self) -> Persistence:
         raise NotImplementedError
 
+    def make_reader(self) -> Persistence:
+        """A persistence that only reads, usable beside an open store (a directory's lock refuses a writer)."""
+        return self.make()
+
     async def assert_contained(self) -> None:
         """Assert that nothing was written outside this backend's root."""
 
@@ -35,9 +39,13 @@ class DirectoryBackend(Backend):
     def make(self) -> Persistence:
         return DirectoryPersistence(self.root, fsync=False)
 
+    def make_reader(self) -> Persistence:
+        return DirectoryPersistence(self.root, fsync=False, read_only=True)
+
     async def assert_contained(self) -> None:
         files = [p for p in self.root.parent.rglob("*") if p.is_file()]
         assert files, "nothing was written"
+        files = [p for p in files if p not in (self.root / "LAYOUT", self.root / "LOCK")]  # the store's own
         for path in files:
             assert path.resolve().is_relative_to((self.root / "v1").resolve()), path
             assert path.parent.parent == self.root / "v1", path
@@ -78,6 +86,11 @@ class S3Backend(Backend):
         from aiomemdb import S3Persistence
 
         return S3Persistence(self.bucket, prefix=self.prefix, **self.options)
+
+    def make_reader(self) -> Persistence:
+        from aiomemdb import S3Persistence
+
+        return S3Persistence(self.bucket, prefix=self.prefix, **{**self.options, "read_only": True})
 
     async def assert_contained(self) -> None:
         from aiobotocore.session import get_session
