@@ -38,6 +38,13 @@ HOLDER = textwrap.dedent(
 )
 
 
+def start_holder(path: Path) -> subprocess.Popen[str]:
+    """A child process that opens a store on ``path`` and holds it until its stdin is closed."""
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+
+
 async def test_a_second_writer_in_this_process_is_refused_with_our_pid(tmp_path: Path) -> None:
     """While one store has the directory open, a second store on it fails to start with LockedError naming this
     process's pid; once the first closes, the directory can be opened again."""
@@ -54,30 +61,29 @@ async def test_a_second_writer_in_this_process_is_refused_with_our_pid(tmp_path:
         assert await again.get_session("s1") is not None
 
 
+def open_and_read(path: Path) -> None:
+    second = InMemoryDb(persistence=DirectoryPersistence(path))
+    try:
+        second.get_session("s1")
+    finally:
+        second.close()
+
+
 def test_the_sync_facade_is_refused_too(tmp_path: Path) -> None:
     """The blocking InMemoryDb takes the same lock: a second one on the directory raises LockedError."""
     with InMemoryDb(persistence=DirectoryPersistence(tmp_path), durability="manual") as first:
         first.upsert_session({"session_id": "s1"})
         with pytest.raises(LockedError):  # the facade starts at construction, or else at its first call
-            second = InMemoryDb(persistence=DirectoryPersistence(tmp_path))
-            try:
-                second.get_session("s1")
-            finally:
-                second.close()
+            open_and_read(tmp_path)
 
 
 async def test_a_writer_in_another_process_is_refused_with_its_pid(tmp_path: Path) -> None:
     """A store held open by a child process makes this process's store fail with LockedError naming the child's
     pid; after the child exits, this process opens the directory and sees the child's write."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    child = start_holder(tmp_path)
     try:
-        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout is not None
+        assert child.stdin is not None
         assert await asyncio.to_thread(child.stdout.readline) == "open\n"  # the child holds the lock now
         db = AsyncInMemoryDb(persistence=DirectoryPersistence(tmp_path))
         with pytest.raises(LockedError) as info:
@@ -99,10 +105,9 @@ async def test_a_writer_in_another_process_is_refused_with_its_pid(tmp_path: Pat
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     """The OS drops the lock of a process killed with SIGKILL: the next store opens the directory."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert child.stdout is not None and child.stdin is not None
+    child = start_holder(tmp_path)
+    assert child.stdout is not None
+    assert child.stdin is not None
     assert child.stdout.readline() == "open\n"
     child.kill()
     child.wait()
@@ -178,7 +183,8 @@ async def test_a_removed_directory_is_recreated_by_the_next_flush(tmp_path: Path
     async with AsyncInMemoryDb(persistence=DirectoryPersistence(root)) as again:
         assert {s["session_id"] for s in await again.get_all_sessions()} == {"before", "after", "last"}
         before = await again.get_session("before")
-        assert before is not None and before["session_data"] == {"again": True}
+        assert before is not None
+        assert before["session_data"] == {"again": True}
 
 
 async def test_a_removed_root_is_recreated_at_close(tmp_path: Path) -> None:

@@ -36,8 +36,10 @@ def test_names_of_clashing_ids_stay_distinct_under_case_folding_and_nfd() -> Non
     """Ids differing only by case or normalisation get names that no case-insensitive or NFD file system merges."""
     names = [folded_name(i) for i in CLASHING]
     assert len({folded(n) for n in names}) == len(CLASHING)
-    assert folded_name("Ada") == "%41da" and folded_name("ada") == "ada"
-    assert folded_name("\u00e9") == "%C3%A9" and folded_name("e\u0301") == "e%CC%81"
+    assert folded_name("Ada") == "%41da"
+    assert folded_name("ada") == "ada"
+    assert folded_name("\u00e9") == "%C3%A9"
+    assert folded_name("e\u0301") == "e%CC%81"
     assert folded_name("con") == "%63on"  # a Windows device name never reaches the file system
     assert all(name.isascii() and "/" not in name and name not in (".", "..") for name in names)
     # and the old layout did merge them: the defect this layout fixes
@@ -67,7 +69,8 @@ def test_long_ids_are_hashed_and_still_distinct_under_folding() -> None:
     """Ids whose escaped name is too long share a readable start but differ by a lower-case SHA-256."""
     a, b = "A" * MAX_ID_LENGTH, "a" * MAX_ID_LENGTH
     name_a, name_b = folded_name(a), folded_name(b)
-    assert len(name_a) < 255 and len(name_b) < 255
+    assert len(name_a) < 255
+    assert len(name_b) < 255
     assert name_a.endswith(hashlib.sha256(a.encode()).hexdigest())
     assert folded(name_a) != folded(name_b)
 
@@ -85,7 +88,8 @@ async def test_a_store_writes_clashing_ids_to_distinct_files_and_reads_them_back
     async with AsyncInMemoryDb(persistence=DirectoryPersistence(tmp_path, fsync=False)) as again:
         for i, sid in enumerate(CLASHING):
             got = await again.get_session(sid)
-            assert got is not None and got["session_data"] == {"n": i}, sid
+            assert got is not None, sid
+            assert got["session_data"] == {"n": i}, sid
 
 
 def write_layout_1(root: Path, ids: list[str]) -> None:
@@ -108,7 +112,8 @@ async def test_a_directory_in_the_old_layout_loads_and_is_renamed_once(tmp_path:
     async with AsyncInMemoryDb(persistence=DirectoryPersistence(tmp_path), on_event=events.append) as db:
         for i, sid in enumerate(OLD_IDS):
             got = await db.get_session(sid)
-            assert got is not None and got["session_data"] == {"n": i}, sid
+            assert got is not None, sid
+            assert got["session_data"] == {"n": i}, sid
         await db.upsert_session({"session_id": "New", "session_data": {"n": 99}})
     migrated = [e.data for e in events if e.kind == "migrate"]
     # "bob" and "\u00e9" already had their new names; Ada, the upper-case G and the hashed L... are renamed
@@ -130,7 +135,8 @@ async def test_read_only_open_of_an_old_directory_reads_it_and_renames_nothing(t
     await reader.aclose()
     assert set(snapshot["sessions"]) == set(OLD_IDS)
     assert sorted(p.name for p in files_of(tmp_path)) == before
-    assert not (tmp_path / "LAYOUT").exists() and not (tmp_path / "LOCK").exists()
+    assert not (tmp_path / "LAYOUT").exists()
+    assert not (tmp_path / "LOCK").exists()
 
 
 async def test_a_half_migrated_directory_loads_and_the_next_writer_finishes(tmp_path: Path) -> None:
