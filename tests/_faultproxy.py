@@ -364,12 +364,17 @@ def run_ids(record: dict[str, Any]) -> list[str]:
     return [run["run_id"] for run in record.get("runs") or []]
 
 
-async def read_all(client: Any, bucket: str, prefix: str) -> dict[str, bytes]:
-    """Every object under ``prefix``, read with a raw client: key -> bytes."""
+async def read_all(client: Any, bucket: str, prefix: str, *, meta: bool = False) -> dict[str, bytes]:
+    """Every object under ``prefix``, read with a raw client: key -> bytes.
+
+    The store's own objects under ``v1/_meta/`` (the conditional-write verdict) are left out unless ``meta``.
+    """
     out: dict[str, bytes] = {}
     paginator = client.get_paginator("list_objects_v2")
     async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for entry in page.get("Contents", ()):
+            if not meta and "/_meta/" in f"/{entry['Key']}":
+                continue
             resp = await client.get_object(Bucket=bucket, Key=entry["Key"])
             async with resp["Body"] as stream:
                 out[entry["Key"]] = await stream.read()

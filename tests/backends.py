@@ -20,6 +20,10 @@ class Backend:
     def make(self) -> Persistence:
         raise NotImplementedError
 
+    def make_reader(self) -> Persistence:
+        """A persistence that only reads, usable beside an open store (a directory's lock refuses a writer)."""
+        return self.make()
+
     async def assert_contained(self) -> None:
         """Assert that nothing was written outside this backend's root."""
 
@@ -35,9 +39,13 @@ class DirectoryBackend(Backend):
     def make(self) -> Persistence:
         return DirectoryPersistence(self.root, fsync=False)
 
+    def make_reader(self) -> Persistence:
+        return DirectoryPersistence(self.root, fsync=False, read_only=True)
+
     async def assert_contained(self) -> None:
         files = [p for p in self.root.parent.rglob("*") if p.is_file()]
         assert files, "nothing was written"
+        files = [p for p in files if p not in (self.root / "LAYOUT", self.root / "LOCK")]  # the store's own
         for path in files:
             assert path.resolve().is_relative_to((self.root / "v1").resolve()), path
             assert path.parent.parent == self.root / "v1", path
@@ -68,7 +76,8 @@ class HooksBackend(Backend):
 class S3Backend(Backend):
     name = "s3"
 
-    def __init__(self, bucket: str, options: dict[str, str]) -> None:
+    def __init__(self, bucket: str, options: dict[str, Any], *, name: str = "s3") -> None:
+        self.name = name
         self.bucket = bucket
         self.options = options
         self.prefix = f"tenant-{uuid.uuid4().hex[:6]}/app"
@@ -78,15 +87,23 @@ class S3Backend(Backend):
 
         return S3Persistence(self.bucket, prefix=self.prefix, **self.options)
 
+    def make_reader(self) -> Persistence:
+        from aiomemdb import S3Persistence
+
+        return S3Persistence(self.bucket, prefix=self.prefix, **{**self.options, "read_only": True})
+
     async def assert_contained(self) -> None:
         from aiobotocore.session import get_session
 
-        async with get_session().create_client("s3", **self.options) as client:
+        client_options = {k: v for k, v in self.options.items() if k != "single_writer"}
+        async with get_session().create_client("s3", **client_options) as client:
             keys: list[str] = []
             paginator = client.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=self.bucket):
                 keys.extend(o["Key"] for o in page.get("Contents", []))
         assert keys, "nothing was written"
+        # the start's server check caches its verdict there; nothing else of ours lives outside the collection
+        keys = [key for key in keys if key != f"{self.prefix}/v1/_meta/conditional-writes"]
         for key in keys:
             assert key.startswith(f"{self.prefix}/v1/sessions/"), key
             assert "/" not in key[len(f"{self.prefix}/v1/sessions/") :], key

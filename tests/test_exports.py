@@ -26,7 +26,7 @@ def test_all_is_sorted_and_complete() -> None:
 def test_exceptions_share_one_root() -> None:
     """Every exported exception derives from AiomemdbError."""
     errors = [getattr(aiomemdb, n) for n in aiomemdb.__all__ if n.endswith("Error")]
-    assert len(errors) == 9
+    assert len(errors) == 11
     assert all(issubclass(e, aiomemdb.AiomemdbError) for e in errors)
 
 

@@ -156,7 +156,7 @@ async def test_durability_write_returns_after_persisting(backend: Backend) -> No
     async with AsyncInMemoryDb(persistence=backend.make(), durability="write") as db:
         await db.upsert_session(sess("a"))
         await db.upsert_run("a", {"run_id": "late"})
-        probe = backend.make()
+        probe = backend.make_reader()
         await probe.open()
         stored = await probe.load_one("sessions", "a")
         await probe.aclose()
@@ -234,12 +234,14 @@ async def test_hostile_ids_round_trip(backend: Backend) -> None:
 
 
 async def test_directory_layout_and_atomic_files(tmp_path: Path) -> None:
-    """Each record is one enveloped JSON file under v1/<collection>/, and no temp file is left behind."""
+    """Each record is one enveloped JSON file under v1/<collection>/, beside the LAYOUT marker and the LOCK
+    file, and no temp file is left behind."""
     async with AsyncInMemoryDb(persistence=DirectoryPersistence(tmp_path), durability="manual") as db:
         await db.upsert_session(sess("s1"))
         await db.put_record("memories", "m/1", {"memory": "x"})
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
-    assert files == ["v1/memories/m%2F1.json", "v1/sessions/s1.json"]
+    assert files == ["LAYOUT", "LOCK", "v1/memories/m%2F1.json", "v1/sessions/s1.json"]
+    assert (tmp_path / "LOCK").read_bytes() == b""  # emptied on close
     envelope = orjson.loads((tmp_path / "v1/sessions/s1.json").read_bytes())
     assert envelope["format_version"] == 1
     assert envelope["id"] == "s1"

@@ -97,9 +97,9 @@ def test_rejects_unknown_conflict_policy() -> None:
 
 def test_missing_aiobotocore_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without aiobotocore, constructing S3Persistence raises an ImportError naming pip install 'aiomemdb[s3]'."""
-    from aiomemdb.persistence import _s3
+    from aiomemdb.persistence import _s3_wire
 
-    monkeypatch.setattr(_s3, "_deps", None)
+    monkeypatch.setattr(_s3_wire, "_deps", None)
     monkeypatch.setitem(sys.modules, "aiobotocore.session", None)
     with pytest.raises(ImportError, match=r"pip install 'aiomemdb\[s3\]'"):
         S3Persistence("good-bucket")
@@ -118,7 +118,7 @@ async def test_injected_client_is_used_and_left_open(raw: Any, s3_bucket: str) -
     await persistence.save(changeset({(SESSIONS, "a"): session("a")}))
     await persistence.aclose()
     listed = await raw.list_objects_v2(Bucket=s3_bucket, Prefix="inj/")
-    assert [o["Key"] for o in listed["Contents"]] == ["inj/v1/sessions/a.json"]
+    assert [o["Key"] for o in listed["Contents"]] == ["inj/v1/_meta/conditional-writes", "inj/v1/sessions/a.json"]
 
 
 # -- load / save -------------------------------------------------------------------------------------------------
@@ -285,8 +285,14 @@ async def test_json_object_outside_the_layout_is_corrupt(make: Factory, raw: Any
 
 
 async def test_missing_bucket_raises_persistence_error(s3_client_options: dict[str, str]) -> None:
-    """A bucket that does not exist makes load, load_one and save raise PersistenceError with key and cause."""
-    persistence = S3Persistence("no-such-bucket-here", "app", **s3_client_options)
+    """A bucket that does not exist makes open (its server check), load, load_one and save raise PersistenceError
+    with key and cause."""
+    checked = S3Persistence("no-such-bucket-here", "app", **s3_client_options)
+    with pytest.raises(PersistenceError, match="NoSuchBucket") as opening:
+        await checked.open()
+    assert opening.value.key == "app/v1/_meta/conditional-writes"
+    # single_writer skips the check, so the requests below reach the missing bucket themselves
+    persistence = S3Persistence("no-such-bucket-here", "app", single_writer=True, **s3_client_options)
     await persistence.open()
     try:
         with pytest.raises(PersistenceError, match="s3://no-such-bucket-here/app/v1/") as loading:
@@ -314,6 +320,7 @@ async def test_unreachable_endpoint_raises_persistence_error_after_retries(unuse
         aws_secret_access_key="s",
         retries=2,
         backoff_base=0.001,
+        read_only=True,  # no server check at open, so load_one is the first request
     )
     await persistence.open()
     try:

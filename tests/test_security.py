@@ -245,6 +245,9 @@ async def test_path_like_ids_stay_inside_the_directory(tmp_path: Path) -> None:
     async with AsyncInMemoryDb(persistence=DirectoryPersistence(root, fsync=False), durability="journal") as db:
         await write_path_ids(db)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    own = {root / "LAYOUT", root / "LOCK"}  # the store's layout marker and its writer lock
+    assert own <= set(files)
+    files = [p for p in files if p not in own]
     assert len(files) == 2 * len(PATH_IDS), sorted(str(p) for p in files)  # one file per id, no collisions
     for path in files:
         assert path.parent.parent == root / "v1", path
@@ -279,6 +282,9 @@ async def test_path_like_ids_stay_inside_the_s3_prefix(s3_bucket: str, s3_client
     async with AsyncInMemoryDb(persistence=S3Persistence(s3_bucket, prefix=prefix, **s3_client_options)) as db:
         await write_path_ids(db)
     keys = await all_keys(s3_bucket, s3_client_options)
+    meta = [key for key in keys if key.startswith(f"{prefix}/v1/_meta/")]
+    assert meta == [f"{prefix}/v1/_meta/conditional-writes"]  # the start's cached server check, nothing else
+    keys = [key for key in keys if key not in meta]
     assert len(keys) == 2 * len(PATH_IDS), keys
     for key in keys:
         collection, _, name = key.removeprefix(f"{prefix}/v1/").partition("/")
@@ -465,6 +471,8 @@ async def test_credentials_never_leak_from_a_missing_bucket(captured: Capture, s
         persistence=leaky_persistence(bucket, s3_endpoint), durability="manual", on_event=events.append
     )
     await db.upsert_session({"session_id": "s1", "user_id": "alice"})
+    # the start's conditional-write check cached its verdict in the bucket; S3 deletes only empty buckets
+    await s3_raw.delete_object(Bucket=bucket, Key="app/v1/_meta/conditional-writes")
     await s3_raw.delete_bucket(Bucket=bucket)
     with pytest.raises(PersistenceError) as flush_error:
         await db.flush()  # PUT into a bucket that vanished

@@ -15,11 +15,13 @@ from aiomemdb._exceptions import (
     ClosedError,
     ConflictError,
     CorruptDataError,
+    LockedError,
     NotFoundError,
     OwnershipError,
     PersistenceError,
     SerializationError,
     UnclosedStoreWarning,
+    UnsafeStorageError,
     ValidationError,
 )
 from aiomemdb._stats import Event, EventKind, FlushReport, Stats
@@ -48,6 +50,7 @@ __all__ = [
     "FlushReport",
     "HookPersistence",
     "InMemoryDb",
+    "LockedError",
     "NotFoundError",
     "OwnershipError",
     "Persistence",
@@ -56,6 +59,7 @@ __all__ = [
     "SerializationError",
     "Stats",
     "UnclosedStoreWarning",
+    "UnsafeStorageError",
     "ValidationError",
 ]
 

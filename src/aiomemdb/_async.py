@@ -32,7 +32,7 @@ from aiomemdb._kernel import (
 )
 from aiomemdb._kernel import _ops as ops
 from aiomemdb._stats import Event, FlushReport, Stats
-from aiomemdb.persistence._base import Persistence
+from aiomemdb.persistence._base import EmitsEvents, Persistence, WriterPolicy
 
 __all__ = ["AsyncInMemoryDb", "Durability", "RecordFn", "SessionFn", "SortBy", "SortOrder", "StoreOptions"]
 
@@ -126,6 +126,8 @@ class AsyncInMemoryDb(SessionsApi, RecordsApi):
         )
         if config.storage_dict is not None:
             ops.adopt_storage_dict(self._kernel, config.storage_dict)
+        if isinstance(config.persistence, EmitsEvents):
+            config.persistence.bind_events(self._emit)
         _exit.track_async(self)  # flushed at interpreter exit if its loop is still alive (see _exit.py)
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
@@ -198,6 +200,7 @@ class AsyncInMemoryDb(SessionsApi, RecordsApi):
         """A snapshot of the store's counters; cheap (no scan of the sessions, only of collection sizes)."""
         flusher = self._rt.flusher
         quarantined = self._persistence.quarantined if self._persistence is not None else ()
+        policy = self._persistence if isinstance(self._persistence, WriterPolicy) else None
         return Stats(
             state=self._rt.state,
             flushes=flusher.flushes if flusher else 0,
@@ -206,9 +209,12 @@ class AsyncInMemoryDb(SessionsApi, RecordsApi):
             last_flush_at=flusher.last_at if flusher else None,
             last_error=(flusher.last_error if flusher else None) or self._rt.last_error,
             quarantined=len(quarantined),
+            single_writer=policy.single_writer if policy is not None else None,
+            conditional_writes=policy.conditional_writes if policy is not None else None,
             **self._kernel.sizes(),
         )
 
     def __repr__(self) -> str:
         k = self._kernel
         return f"<AsyncInMemoryDb {self._rt.state} sessions={len(k.sessions)} dirty={len(k.dirty)}>"
+

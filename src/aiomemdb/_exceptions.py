@@ -10,7 +10,9 @@ the builtin exception a caller would naturally catch, so ``except ValueError`` k
     ├── OwnershipError(PermissionError)      a session owned by another user_id
     ├── NotFoundError(KeyError)              upsert_run on a session that does not exist
     ├── PersistenceError(OSError)            storage failed (key + cause)
-    │   └── CorruptDataError                 a stored object cannot be decoded (key + cause)
+    │   ├── CorruptDataError                 a stored object cannot be decoded (key + cause)
+    │   ├── LockedError                      another writer holds the directory (its pid)
+    │   └── UnsafeStorageError               the S3 server ignores conditional writes (and how to proceed)
     └── ClosedError(RuntimeError)            the store is closed (or the call would deadlock)
 
 and one warning, :class:`UnclosedStoreWarning` (a ``RuntimeWarning``): a store garbage-collected while open.
@@ -25,11 +27,13 @@ __all__ = [
     "ClosedError",
     "ConflictError",
     "CorruptDataError",
+    "LockedError",
     "NotFoundError",
     "OwnershipError",
     "PersistenceError",
     "SerializationError",
     "UnclosedStoreWarning",
+    "UnsafeStorageError",
     "ValidationError",
 ]
 
@@ -112,6 +116,30 @@ class PersistenceError(AiomemdbError, OSError):
 
 class CorruptDataError(PersistenceError):
     """A stored object exists but cannot be decoded or does not have the expected format."""
+
+
+class LockedError(PersistenceError):
+    """Another open store (in this process or another) holds the directory's ``LOCK``: one writer per directory.
+
+    Attributes:
+        pid: the holder's process id, as it wrote it into the lock file (``None`` if it could not be read).
+    """
+
+    def __init__(self, message: str, *, key: str = "", pid: int | None = None) -> None:
+        super().__init__(message, key=key)
+        self.pid = pid
+
+
+class UnsafeStorageError(PersistenceError):
+    """The S3 server does not enforce conditional writes, so replicas could overwrite each other silently.
+
+    Attributes:
+        behaviour: what the server did with the probe's conditional requests.
+    """
+
+    def __init__(self, message: str, *, key: str = "", behaviour: str = "") -> None:
+        super().__init__(message, key=key)
+        self.behaviour = behaviour
 
 
 class ClosedError(AiomemdbError, RuntimeError):

@@ -49,6 +49,10 @@ class Stats:
         evictions: sessions evicted to respect ``max_sessions`` / ``max_bytes``.
         expirations: sessions evicted after ``ttl`` seconds idle.
         quarantined: corrupt objects the persistence moved aside (``on_corrupt="quarantine"``).
+        single_writer: the persistence assumes it is the only writer (a directory, held by its lock; S3 with
+            ``single_writer=True``); ``None`` when it does not say (hooks, no persistence).
+        conditional_writes: writes are conditional on the stored version and the server was checked to
+            enforce it (S3 by default); ``False`` when writes are unconditional; ``None`` when not known.
     """
 
     state: str
@@ -68,12 +72,17 @@ class Stats:
     evictions: int = 0
     expirations: int = 0
     quarantined: int = 0
+    single_writer: bool | None = None
+    conditional_writes: bool | None = None
 
 
 #: What happened: a flush wrote something, a flush failed, a snapshot was loaded at start, a record was
 #: fetched on demand, a record was merged with another replica's write, a session was evicted or expired, a
-#: background task (flusher, journal fsync, TTL sweeper) crashed (``task``, ``error``; the next close raises it).
-EventKind = Literal["flush", "flush_failed", "load", "lazy_load", "merge", "evict", "expire", "task_failed"]
+#: background task (flusher, journal fsync, TTL sweeper) crashed (``task``, ``error``; the next close raises it),
+#: a directory's file names were migrated to the current layout, a removed folder was created again.
+EventKind = Literal[
+    "flush", "flush_failed", "load", "lazy_load", "merge", "evict", "expire", "task_failed", "migrate", "recreate"
+]
 
 
 @dataclass(frozen=True, slots=True)

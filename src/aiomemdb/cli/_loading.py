@@ -13,9 +13,9 @@ import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiomemdb._codec import SESSIONS, Envelope, check_stored_session, decode_envelope, in_write_order
+from aiomemdb._codec import Envelope, in_write_order
 from aiomemdb._exceptions import CorruptDataError, PersistenceError
-from aiomemdb.cli._sources import Object, scan
+from aiomemdb.cli._sources import Object, decode_object, scan
 from aiomemdb.persistence._base import Changeset, Key, Persistence, Snapshot
 
 __all__ = ["Preloaded", "read_all"]
@@ -65,10 +65,7 @@ async def read_all(persistence: Persistence, args: argparse.Namespace) -> Snapsh
     decoded: list[tuple[str, Envelope]] = []
 
     def keep(obj: Object, raw: bytes) -> None:
-        env = decode_envelope(raw, key=obj.where, collection=obj.collection, name=obj.name)
-        if obj.collection == SESSIONS:
-            check_stored_session(env.id, env.data, key=obj.where)
-        decoded.append((obj.collection, env))
+        decoded.append((obj.collection, decode_object(obj, raw)))
 
     _, problems = await scan(persistence, args, "reading", keep)
     if problems:

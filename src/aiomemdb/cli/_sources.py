@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiomemdb._async import AsyncInMemoryDb
-from aiomemdb._codec import SESSIONS, check_collection, check_stored_session, decode_envelope
+from aiomemdb._codec import SESSIONS, Envelope, check_collection, check_stored_session, decode_envelope
 from aiomemdb._exceptions import AiomemdbError, CorruptDataError, PersistenceError, ValidationError
 from aiomemdb._io._journal import Journal, has_segments
 from aiomemdb._kernel import parse_entry
@@ -28,11 +28,15 @@ from aiomemdb._stats import Event
 from aiomemdb.cli._progress import Progress, pool, waiting
 from aiomemdb.persistence import DirectoryPersistence
 from aiomemdb.persistence._base import Changeset, Key, Persistence, Snapshot
+from aiomemdb.persistence._directory import check_name
+from aiomemdb.persistence._layout import read_layout
+from aiomemdb.persistence._names import LEGACY_LAYOUT
 
 __all__ = [
     "Object",
     "ReadOnly",
     "check_object",
+    "decode_object",
     "journal_entries",
     "journal_of",
     "message",
@@ -47,22 +51,31 @@ __all__ = [
 # -- the store a command names, and the core over it -----------------------------------------------------
 
 
+#: The commands that write; every other one opens its persistence read-only (no lock, no S3 probe).
+WRITING_COMMANDS = frozenset({"import"})
+
+
 def persistence_for(args: argparse.Namespace) -> Persistence:
-    """The persistence a store URL names; raises ValidationError for a malformed one."""
+    """The persistence a store URL names; raises ValidationError for a malformed one.
+
+    Read commands get a ``read_only`` persistence: it takes no directory lock (so it works beside an open
+    store), renames nothing, and writes no conditional-write probe to S3.
+    """
     url: str = args.store
+    read_only = args.command not in WRITING_COMMANDS
     if url.startswith("s3://"):
         bucket, _, prefix = url[len("s3://") :].partition("/")
         from aiomemdb.persistence import S3Persistence  # ImportError names the s3 extra
 
         persistence: Persistence = S3Persistence(
-            bucket, prefix, endpoint_url=args.endpoint_url, region_name=args.region
+            bucket, prefix, endpoint_url=args.endpoint_url, region_name=args.region, read_only=read_only
         )
         return persistence
     if "://" in url:
         raise ValidationError(f"unsupported store URL {url!r}: use a directory path or s3://bucket/prefix")
     if args.endpoint_url or args.region:
         raise ValidationError("--endpoint-url and --region only apply to s3:// stores")
-    return DirectoryPersistence(url)
+    return DirectoryPersistence(url, read_only=read_only)
 
 
 def require_existing(persistence: Persistence) -> None:
@@ -78,8 +91,9 @@ class ReadOnly:
         self.inner = inner
 
     async def open(self) -> None:
-        if not isinstance(self.inner, DirectoryPersistence):  # its open() would create directories
-            await self.inner.open()
+        if isinstance(self.inner, DirectoryPersistence) and not self.inner.read_only:
+            return  # its open() would create directories and take the lock
+        await self.inner.open()
 
     async def load(self) -> Snapshot:
         return await self.inner.load()
@@ -174,6 +188,7 @@ class Object:
     ref: str  # what the scanner reads: the file path or the bare S3 key
     collection: str
     name: str  # the object name (escaped id) without ".json"
+    layout: int = LEGACY_LAYOUT  # the naming scheme it was written with (S3 keys keep layout 1)
 
 
 class _Source(Protocol):
@@ -189,12 +204,14 @@ class _DirectorySource:
     workers = 4
 
     def __init__(self, persistence: DirectoryPersistence) -> None:
+        self.path = persistence.path
         self.root = persistence.root
 
     async def list_objects(self, problems: list[tuple[str, str]]) -> list[Object]:
         return await asyncio.to_thread(self._list, problems)
 
     def _list(self, problems: list[tuple[str, str]]) -> list[Object]:
+        layout = read_layout(self.path)
         if not self.root.is_dir():
             return []
         found: list[Object] = []
@@ -209,7 +226,8 @@ class _DirectorySource:
                     continue
                 for path in sorted(folder.iterdir()):
                     if path.name.endswith(".json") and not path.name.startswith(".tmp-"):
-                        found.append(Object(str(path), str(path), folder.name, path.name[: -len(".json")]))
+                        name = path.name[: -len(".json")]
+                        found.append(Object(str(path), str(path), folder.name, name, layout))
         except OSError as exc:
             raise PersistenceError(f"cannot list {self.root}: {exc}", key=str(self.root), cause=exc) from exc
         return found
@@ -305,11 +323,18 @@ async def _source(persistence: Persistence, args: argparse.Namespace) -> AsyncIt
         yield _S3Source(persistence, client)
 
 
-def check_object(obj: Object, raw: bytes) -> tuple[str, int]:
-    """Decode one stored object as a load would; returns ``(id, seq)`` or raises CorruptDataError."""
-    env = decode_envelope(raw, key=obj.where, collection=obj.collection, name=obj.name)
+def decode_object(obj: Object, raw: bytes) -> Envelope:
+    """Decode one stored object as a load would (its name checked in its layout), or raise CorruptDataError."""
+    env = decode_envelope(raw, key=obj.where, collection=obj.collection)
+    check_name(obj.layout, obj.name, env.id, key=obj.where)
     if obj.collection == SESSIONS:
         check_stored_session(env.id, env.data, key=obj.where)
+    return env
+
+
+def check_object(obj: Object, raw: bytes) -> tuple[str, int]:
+    """Decode one stored object as a load would; returns ``(id, seq)`` or raises CorruptDataError."""
+    env = decode_object(obj, raw)
     return env.id, env.seq
 
 

@@ -8,11 +8,11 @@ returns records decoded through :mod:`aiomemdb._codec`, so every byte on disk or
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Changeset", "Key", "Persistence", "Snapshot"]
+__all__ = ["Changeset", "EmitsEvents", "Key", "Persistence", "Snapshot", "WriterPolicy"]
 
 #: ``(collection, record id)``; sessions live in the collection ``"sessions"``.
 Key = tuple[str, str]
@@ -90,4 +90,30 @@ class Persistence(Protocol):
     @property
     def quarantined(self) -> Sequence[tuple[str, str]]:
         """``(key, reason)`` of every corrupt object moved aside by this instance (``on_corrupt="quarantine"``)."""
+        ...
+
+
+@runtime_checkable
+class WriterPolicy(Protocol):
+    """Optional: how a persistence keeps writers apart; ``stats()`` reports it (``None`` when not told).
+
+    Attributes:
+        single_writer: writes assume no other writer (a directory's lock, ``S3Persistence(single_writer=True)``).
+        conditional_writes: writes are conditional on the stored version, and the server was checked to
+            enforce that (``None``: not known, e.g. before ``open()`` or read-only).
+    """
+
+    @property
+    def single_writer(self) -> bool: ...
+
+    @property
+    def conditional_writes(self) -> bool | None: ...
+
+
+@runtime_checkable
+class EmitsEvents(Protocol):
+    """Optional: a persistence that reports events (``migrate``, ``recreate``) through the store's ``on_event``."""
+
+    def bind_events(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
+        """Called once by the store's constructor with its emitter (call it on the store's loop)."""
         ...

@@ -1,9 +1,14 @@
 """DirectoryPersistence: one JSON file per record in a local directory (the embedded default).
 
-Layout: ``{root}/v1/{collection}/{object_name(id)}.json``. Each write goes to a temporary file in the same
-directory, is fsynced, then ``os.replace``-d over the target, and the directory is fsynced once per flush, so a
-crash at any instant leaves either the old or the new file, never half of one. Leftover temporary files (names
-starting with ``.tmp-``) are ignored and removed on load. All file I/O runs in worker threads, never on the
+Layout: ``{root}/v1/{collection}/{name}.json``, where the name is :func:`~aiomemdb.persistence._names.folded_name`
+of the id (distinct on case-insensitive and normalising file systems); ``{root}/LAYOUT`` records that, and a
+directory written with the first layout's names is renamed once by the first writer that opens it
+(:mod:`~aiomemdb.persistence._layout`). ``{root}/LOCK`` is held while open (:mod:`~aiomemdb.persistence._dirlock`):
+one writer per directory. Each write goes to a temporary file in the same directory, is fsynced, then
+``os.replace``-d over the target, and the directory is fsynced once per flush, so a crash at any instant leaves
+either the old or the new file, never half of one. Leftover temporary files (names starting with ``.tmp-``) are
+ignored and removed on load. A folder removed while the store runs is created again by the next flush (a
+``recreate`` event says so, and the lock is taken again). All file I/O runs in worker threads, never on the
 event loop.
 """
 
@@ -14,7 +19,8 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,10 +32,12 @@ from aiomemdb._codec import (
     decode_envelope,
     id_from_object_name,
     in_write_order,
-    object_name,
 )
 from aiomemdb._exceptions import AiomemdbError, CorruptDataError, PersistenceError, ValidationError
 from aiomemdb.persistence._base import Changeset, Key, Snapshot
+from aiomemdb.persistence._dirlock import DirectoryLock
+from aiomemdb.persistence._layout import migrate, read_layout, write_layout
+from aiomemdb.persistence._names import LAYOUT, LEGACY_LAYOUT, folded_name, name_for
 
 __all__ = ["DirectoryPersistence"]
 
@@ -49,9 +57,16 @@ class DirectoryPersistence:
         on_corrupt: ``"raise"`` (default): a corrupt file stops the load with
             :class:`~aiomemdb.CorruptDataError`. ``"quarantine"``: it is moved to ``quarantine/`` under
             ``path``, listed in :attr:`quarantined`, logged, and the rest loads.
+        read_only: only read: ``open()`` creates nothing, takes no lock and renames nothing; ``save()``
+            raises. For tools that look at a directory another store has open (the command line's reads).
 
     Attributes:
         quarantined: ``(file, reason)`` for every file moved aside by this instance.
+        layout: the file-name layout of the directory (2; 1 for a directory not yet migrated), known after
+            ``open()``.
+
+    Raises:
+        LockedError: (from ``open()``) another store, in this process or another, has the directory open.
     """
 
     def __init__(
@@ -61,27 +76,84 @@ class DirectoryPersistence:
         fsync: bool = True,
         max_workers: int = 4,
         on_corrupt: Literal["raise", "quarantine"] = "raise",
+        read_only: bool = False,
     ) -> None:
         if on_corrupt not in ("raise", "quarantine"):
             raise ValidationError(f"on_corrupt must be 'raise' or 'quarantine', got {on_corrupt!r}")
+        if not isinstance(read_only, bool):
+            raise ValidationError(f"read_only must be a bool, got {read_only!r}")
         self.path = Path(path)
         self.root = self.path / "v1"
+        self.read_only = read_only
+        self.layout: int | None = None
         self._fsync = fsync
         self._max_workers = max(1, max_workers)
         self._on_corrupt = on_corrupt
         self._made: set[str] = set()
+        self._lock = DirectoryLock(self.path / "LOCK")
+        self._repair = threading.Lock()  # one thread at a time re-creates missing folders
+        self._emit: Callable[[str, dict[str, Any]], None] = lambda kind, data: None
         self.quarantined: list[tuple[str, str]] = []
 
     def __repr__(self) -> str:
-        return f"DirectoryPersistence({str(self.path)!r})"
+        return f"DirectoryPersistence({str(self.path)!r}{', read_only=True' if self.read_only else ''})"
+
+    @property
+    def single_writer(self) -> bool:
+        """Writes assume no other writer: guaranteed by the directory lock (reported by ``stats()``)."""
+        return True
+
+    @property
+    def conditional_writes(self) -> bool:
+        """Files are replaced without comparing versions; the lock keeps other writers out."""
+        return False
+
+    def bind_events(self, emit: Callable[[str, dict[str, Any]], None]) -> None:
+        """Receive the store's event emitter (``migrate`` and ``recreate`` events), called on its loop."""
+        self._emit = emit
 
     def file_for(self, collection: str, record_id: str) -> Path:
         """Where a record lives."""
-        return self.root / collection / f"{object_name(record_id)}{_SUFFIX}"
+        return self.root / collection / f"{name_for(self._current_layout(), record_id)}{_SUFFIX}"
+
+    def _current_layout(self) -> int:
+        if self.layout is None:
+            self.layout = read_layout(self.path)
+        return self.layout
 
     async def open(self) -> None:
-        """Create the root directory."""
-        await asyncio.to_thread(self._mkdir, self.root)
+        """Take the directory's lock, bring its names to the current layout, create the folders.
+
+        Read-only: only find out the layout. Calling it again while open does nothing.
+
+        Raises:
+            LockedError: another store holds the directory.
+            PersistenceError, CorruptDataError: the directory cannot be created, locked or migrated.
+        """
+        if self.read_only:
+            self.layout = await asyncio.to_thread(read_layout, self.path)
+            return
+        migrated = await asyncio.to_thread(self._open_for_writing)
+        if migrated is not None:
+            logger.warning("aiomemdb: %s: renamed %d files to layout %d names", self.path, migrated, LAYOUT)
+            self._emit("migrate", {"path": str(self.path), "files": migrated, "layout": LAYOUT})
+
+    def _open_for_writing(self) -> int | None:
+        self._mkdir(self.path)
+        self._lock.acquire()
+        try:
+            layout = read_layout(self.path)
+            migrated = None
+            if layout == LEGACY_LAYOUT:
+                migrated = migrate(self.path, fsync=self._fsync)
+            elif not (self.path / "LAYOUT").exists():
+                write_layout(self.path, fsync=self._fsync)
+            self._mkdir(self.root)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.layout = LAYOUT
+        return migrated
 
     @staticmethod
     def _mkdir(path: Path) -> None:
@@ -143,9 +215,9 @@ class DirectoryPersistence:
             out.append((collection, env))
         return out
 
-    @staticmethod
-    def _decode(raw: bytes, path: Path, collection: str) -> Envelope:
-        env = decode_envelope(raw, key=str(path), collection=collection, name=path.name[: -len(_SUFFIX)])
+    def _decode(self, raw: bytes, path: Path, collection: str) -> Envelope:
+        env = decode_envelope(raw, key=str(path), collection=collection)
+        check_name(self._current_layout(), path.name[: -len(_SUFFIX)], env.id, key=str(path))
         if collection == SESSIONS:
             check_stored_session(env.id, env.data, key=str(path))
         return env
@@ -178,20 +250,53 @@ class DirectoryPersistence:
     # -- saving --------------------------------------------------------------------------------------------
 
     async def save(self, changeset: Changeset) -> None:
-        """Write every upsert atomically and remove every delete, in worker threads."""
+        """Write every upsert atomically and remove every delete, in worker threads.
+
+        A folder that disappeared (the root included) is created again first, with a ``recreate`` event.
+
+        Raises:
+            PersistenceError: a file could not be written, or this instance is read-only.
+            LockedError: the root was removed and another store took the directory meanwhile.
+        """
+        if self.read_only:
+            raise PersistenceError(f"{self.path} was opened read-only", key=str(self.path))
         items: list[tuple[Key, bytes | None]] = [*changeset.upserts.items()]
         items.extend((key, None) for key in changeset.deletes)
-        if not items:
-            return None
-        workers = min(self._max_workers, max(1, len(items) // 8))
-        chunks = [items[i::workers] for i in range(workers)]
-        touched_sets = await asyncio.gather(*(asyncio.to_thread(self._apply, chunk) for chunk in chunks))
-        if self._fsync:
-            touched = set().union(*touched_sets)
-            await asyncio.to_thread(self._fsync_dirs, touched)
+        recreated: list[str] = []
+        try:
+            await asyncio.to_thread(self._ensure_root, recreated)
+            if not items:
+                return None
+            workers = min(self._max_workers, max(1, len(items) // 8))
+            chunks = [items[i::workers] for i in range(workers)]
+            touched_sets = await asyncio.gather(
+                *(asyncio.to_thread(self._apply, chunk, recreated) for chunk in chunks)
+            )
+            if self._fsync:
+                touched = set().union(*touched_sets)
+                await asyncio.to_thread(self._fsync_dirs, touched)
+        finally:
+            for where in recreated:
+                self._emit("recreate", {"path": where})
         return None
 
-    def _apply(self, items: list[tuple[Key, bytes | None]]) -> set[Path]:
+    def _ensure_root(self, recreated: list[str]) -> None:
+        """Re-create the root, its ``LAYOUT`` and its lock if the directory was removed under us."""
+        if self.path.is_dir() and not self._lock.lost():
+            return
+        with self._repair:
+            if self.path.is_dir() and not self._lock.lost():
+                return
+            logger.warning("aiomemdb: %s was removed while the store was open; creating it again", self.path)
+            self._mkdir(self.path)
+            self._lock.release()  # the old lock guards an unlinked file
+            self._lock.acquire()
+            write_layout(self.path, fsync=self._fsync)
+            self._mkdir(self.root)
+            self._made.clear()
+            recreated.append(str(self.path))
+
+    def _apply(self, items: list[tuple[Key, bytes | None]], recreated: list[str]) -> set[Path]:
         touched: set[Path] = set()
         for (collection, record_id), data in items:
             path = self.file_for(collection, record_id)
@@ -207,9 +312,12 @@ class DirectoryPersistence:
                     try:
                         self._write_atomic(path, data)
                     except FileNotFoundError:
-                        # The directory was removed while the store ran: make it again (once) rather than
-                        # failing every flush until someone recreates it by hand.
-                        self._mkdir(directory)
+                        # the folder was removed while the store ran: create it again and write once more
+                        with self._repair:
+                            if not directory.is_dir():
+                                logger.warning("aiomemdb: %s was removed; creating it again", directory)
+                                self._mkdir(directory)
+                                recreated.append(str(directory))
                         self._write_atomic(path, data)
             except OSError as exc:
                 raise PersistenceError(f"cannot write {path}: {exc}", key=str(path), cause=exc) from exc
@@ -271,4 +379,17 @@ class DirectoryPersistence:
         return await asyncio.to_thread(scan)
 
     async def aclose(self) -> None:
-        """Nothing to release."""
+        """Release the directory's lock (a read-only instance holds none); idempotent."""
+        if self._lock.held:
+            await asyncio.to_thread(self._lock.release)
+
+
+def check_name(layout: int, name: str, record_id: str, *, key: str) -> None:
+    """Check that a file's name is the one its id gets in ``layout`` (either layout's while not migrated).
+
+    Raises:
+        CorruptDataError: the name belongs to another id (a file copied or renamed by hand).
+    """
+    if name == name_for(layout, record_id) or (layout == LEGACY_LAYOUT and name == folded_name(record_id)):
+        return
+    raise CorruptDataError(f"{key}: object name does not match the id it contains ({record_id!r})", key=key)

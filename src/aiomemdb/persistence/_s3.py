@@ -35,35 +35,39 @@ Conflict policy (``on_conflict``)
     conflicting keys. We do not adopt their ETag, so retrying the same changeset raises again instead of
     overwriting; the conflict is resolved once the record is read again (``load``/``load_one``).
 
+The server is checked, not trusted
+    ``open()`` verifies once per bucket and prefix that the server enforces those conditions
+    (:mod:`aiomemdb.persistence._s3_probe`; the verdict is cached in ``{prefix}/v1/_meta/conditional-writes``).
+    A server that ignores them is refused with :class:`~aiomemdb.UnsafeStorageError`, unless the user says
+    ``single_writer=True``: then no probe runs, every write is unconditional (no other writer may share the
+    prefix), and ``stats()`` reports ``single_writer=True, conditional_writes=False``. ``read_only=True``
+    (the command line's read commands) neither probes nor writes.
+
 Retries
-    Transient failures (HTTP 5xx, throttling, timeouts, dropped connections) are retried ``retries`` times
-    with exponential backoff and full jitter (``uniform(0, min(backoff_max, backoff_base * 2**attempt))``);
-    botocore's own retries are switched off so the behaviour is ours alone. Anything else, or a transient
-    failure that outlives its retries, raises :class:`~aiomemdb.PersistenceError` with the ``s3://`` key and
-    the cause. When ``save()`` raises, the store keeps its data dirty and sends it again later.
+    Transient failures are retried by :class:`~aiomemdb.persistence._s3_wire.Wire` with full-jitter backoff;
+    anything else raises :class:`~aiomemdb.PersistenceError` with the ``s3://`` key and the cause. When
+    ``save()`` raises, the store keeps its data dirty and sends it again later.
+
+Names
+    S3 keys keep the first layout's names (:func:`aiomemdb._codec.object_name`): keys are byte strings that S3
+    compares exactly, so ``Ada``/``ada`` and NFC/NFD forms are already distinct keys; the case-folding names of
+    :mod:`aiomemdb.persistence._names` are for file systems.
 """
 
 from __future__ import annotations
 
-import asyncio
-import enum
 import logging
-import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiomemdb import _codec
-from aiomemdb._exceptions import (
-    ClosedError,
-    ConflictError,
-    CorruptDataError,
-    PersistenceError,
-    ValidationError,
-)
+from aiomemdb._exceptions import CorruptDataError, PersistenceError, UnsafeStorageError, ValidationError
 from aiomemdb.persistence._base import Changeset, Key, Snapshot
+from aiomemdb.persistence._s3_probe import META_DIR, check_conditional_writes
+from aiomemdb.persistence._s3_wire import Wire, load_deps
+from aiomemdb.persistence._s3_write import S3Writer
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -72,107 +76,8 @@ __all__ = ["S3Persistence"]
 
 logger = logging.getLogger("aiomemdb.s3")
 
-T = TypeVar("T")
-I = TypeVar("I")  # noqa: E741
-
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IP_RE = re.compile(r"\d+\.\d+\.\d+\.\d+")
-_CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
-_MISSING_KEY_CODES = frozenset({"NoSuchKey", "404"})
-_TRANSIENT_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "InternalError",
-        "ServiceUnavailable",
-        "OperationAborted",
-    }
-)
-#: Rounds of read-merge-write for one key before giving up with ConflictError (each round means that yet
-#: another writer got in between our GET and our PUT).
-_MAX_CONFLICT_ROUNDS = 8
-_INSTALL_HINT = "S3Persistence needs aiobotocore: pip install 'aiomemdb[s3]'"
-
-
-class _Deps:
-    """botocore/aiohttp names, imported on first use so that aiomemdb imports without the s3 extra."""
-
-    def __init__(self) -> None:
-        try:
-            import aiobotocore.session
-            import aiohttp
-            import botocore.config
-            import botocore.exceptions as bex
-        except ImportError as exc:
-            raise ImportError(_INSTALL_HINT) from exc
-        self.get_session: Callable[[], Any] = aiobotocore.session.get_session
-        self.Config: type[Config] = botocore.config.Config
-        self.ClientError: type[Exception] = bex.ClientError
-        # SSLError is a ConnectionError subclass but a misconfiguration, not a blip: never retried.
-        self.SSLError: type[Exception] = bex.SSLError
-        self.transient: tuple[type[BaseException], ...] = (
-            bex.HTTPClientError,  # ConnectionClosedError, ReadTimeoutError, ResponseStreamingError
-            bex.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError
-            bex.IncompleteReadError,
-            bex.ChecksumError,  # a body damaged in transit
-            aiohttp.ClientError,  # ServerDisconnectedError, ClientPayloadError, ...
-            TimeoutError,  # asyncio.TimeoutError is TimeoutError on 3.11+
-        )
-
-
-_deps: _Deps | None = None
-
-
-def _load_deps() -> _Deps:
-    global _deps
-    if _deps is None:
-        _deps = _Deps()
-    return _deps
-
-
-@dataclass(frozen=True, slots=True)
-class _Conflict:
-    """A key whose conditional write lost and, under ``on_conflict="raise"``, was left as it is."""
-
-    key: Key
-    s3_key: str
-    expected: str | None
-    actual: str | None
-
-
-class _Signal(enum.Enum):
-    """What a conditional request reported instead of success."""
-
-    CONFLICT = "conflict"  # 412 / 409: the object is not the version we named
-    MISSING = "missing"  # 404 on an If-Match write: the object is gone
-
-
-def _error_code(exc: BaseException) -> tuple[str, int]:
-    response: Mapping[str, Any] = getattr(exc, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", ""))
-    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return code, status
-
-
-def _describe(exc: BaseException) -> str:
-    """A short description of ``exc`` without request details (headers carry signatures)."""
-    deps = _load_deps()
-    if isinstance(exc, deps.ClientError):
-        code, status = _error_code(exc)
-        message = exc.response.get("Error", {}).get("Message", "")  # type: ignore[attr-defined]
-        return f"{code or 'error'} (HTTP {status}){': ' + message if message else ''}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _strip(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k != "version"}
 
 
 class S3Persistence:
@@ -199,9 +104,16 @@ class S3Persistence:
         on_corrupt: ``"raise"`` (default): an object that cannot be decoded stops ``load()`` with
             :class:`~aiomemdb.CorruptDataError`. ``"quarantine"``: it is moved to ``{prefix}/quarantine/v1/...``,
             listed in :attr:`quarantined`, logged, and the rest loads.
+        single_writer: promise that this is the only process writing under ``bucket``/``prefix``. No
+            conditional-write check runs and every write is unconditional: for servers that ignore
+            ``If-Match`` / ``If-None-Match`` (s3rver, older MinIO). Two writers would overwrite each other.
+        read_only: never write (``save()`` raises) and skip the conditional-write check, which writes a probe.
 
     Attributes:
         quarantined: ``(key, reason)`` for every object moved aside by this instance.
+        single_writer: as given; reported by ``stats()``.
+        conditional_writes: ``True`` once ``open()`` verified that the server enforces conditional writes;
+            ``False`` under ``single_writer``; ``None`` before ``open()`` and when ``read_only``.
 
     Raises:
         ImportError: aiobotocore is not installed.
@@ -227,8 +139,10 @@ class S3Persistence:
         backoff_max: float = 2.0,
         config: Config | None = None,
         on_corrupt: Literal["raise", "quarantine"] = "raise",
+        single_writer: bool = False,
+        read_only: bool = False,
     ) -> None:
-        self._deps = _load_deps()
+        self._deps = load_deps()
         self.bucket = _check_bucket(bucket)
         self.prefix = _check_prefix(prefix)
         if on_conflict not in ("merge", "raise"):
@@ -241,15 +155,25 @@ class S3Persistence:
             raise ValidationError("backoff_base and backoff_max must be >= 0")
         if on_corrupt not in ("raise", "quarantine"):
             raise ValidationError(f"on_corrupt must be 'raise' or 'quarantine', got {on_corrupt!r}")
-        self.on_conflict = on_conflict
+        for name, flag in (("single_writer", single_writer), ("read_only", read_only)):
+            if not isinstance(flag, bool):
+                raise ValidationError(f"{name} must be a bool, got {flag!r}")
+        self._on_conflict: Literal["merge", "raise"] = on_conflict
         self.on_corrupt = on_corrupt
+        self.single_writer = single_writer
+        self.read_only = read_only
+        self.conditional_writes: bool | None = None
         self.quarantined: list[tuple[str, str]] = []
-        self.max_concurrency = max_concurrency
-        self.retries = retries
-        self.backoff_base = float(backoff_base)
-        self.backoff_max = float(backoff_max)
         self._root = f"{self.prefix}/v1/" if self.prefix else "v1/"
-        self._client: Any = client
+        self._wire = Wire(
+            self.bucket,
+            max_concurrency=max_concurrency,
+            retries=retries,
+            backoff_base=float(backoff_base),
+            backoff_max=float(backoff_max),
+            conditional=not single_writer,
+        )
+        self._wire.client = client
         self._owns_client = client is None
         self._session = session
         self._client_kwargs: dict[str, Any] = {
@@ -265,42 +189,109 @@ class S3Persistence:
         }
         self._config = config
         self._stack: AsyncExitStack | None = None
-        self._semaphore: asyncio.Semaphore | None = None
+        self._checked = False
         self._etags: dict[Key, str] = {}
+        self._writer = S3Writer(
+            self._wire, self._etags, on_conflict=lambda: self._on_conflict, key_of=self._key, decode=self._decode
+        )
+
+    @property
+    def on_conflict(self) -> Literal["merge", "raise"]:
+        """The conflict policy; may be changed while open (an operator allowing a merge after a conflict)."""
+        return self._on_conflict
+
+    @on_conflict.setter
+    def on_conflict(self, value: Literal["merge", "raise"]) -> None:
+        if value not in ("merge", "raise"):
+            raise ValidationError(f"on_conflict must be 'merge' or 'raise', got {value!r}")
+        self._on_conflict = value
+
+    @property
+    def max_concurrency(self) -> int:
+        """The most requests in flight at once."""
+        return self._wire.max_concurrency
+
+    @property
+    def retries(self) -> int:
+        """How many times a transient failure is retried."""
+        return self._wire.retries
 
     def __repr__(self) -> str:
         # Never the credentials.
-        return f"S3Persistence(bucket={self.bucket!r}, prefix={self.prefix!r}, on_conflict={self.on_conflict!r})"
+        extra = ", single_writer=True" if self.single_writer else ""
+        extra += ", read_only=True" if self.read_only else ""
+        return (
+            f"S3Persistence(bucket={self.bucket!r}, prefix={self.prefix!r}, on_conflict={self.on_conflict!r}{extra})"
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create the S3 client (unless one was injected); calling it again while open does nothing."""
-        if self._client is not None:
-            return
-        ours = self._deps.Config(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=self.max_concurrency,
-            connect_timeout=10,
-            read_timeout=30,
-        )
-        config = ours.merge(self._config) if self._config is not None else ours
-        session = self._session if self._session is not None else self._deps.get_session()
-        stack = AsyncExitStack()
-        try:
-            self._client = await stack.enter_async_context(
-                session.create_client("s3", config=config, **self._client_kwargs)
+        """Create the S3 client (unless one was injected) and check the server; again while open does nothing.
+
+        Raises:
+            UnsafeStorageError: the server ignores conditional writes and ``single_writer`` is not set.
+            PersistenceError: the check could not run (the bucket is missing, access is denied, ...).
+        """
+        stack: AsyncExitStack | None = None
+        if self._wire.client is None:
+            ours = self._deps.Config(
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                max_pool_connections=self.max_concurrency,
+                connect_timeout=10,
+                read_timeout=30,
             )
+            config = ours.merge(self._config) if self._config is not None else ours
+            session = self._session if self._session is not None else self._deps.get_session()
+            stack = AsyncExitStack()
+            try:
+                self._wire.client = await stack.enter_async_context(
+                    session.create_client("s3", config=config, **self._client_kwargs)
+                )
+            except BaseException:
+                await stack.aclose()
+                raise
+            self._stack = stack
+        if self._checked:
+            return
+        try:
+            await self._check_server()
         except BaseException:
-            await stack.aclose()
+            if stack is not None:
+                await self.aclose()
             raise
-        self._stack = stack
+        self._checked = True
+
+    async def _check_server(self) -> None:
+        if self.read_only:
+            return
+        if self.single_writer:
+            self.conditional_writes = False
+            logger.warning(
+                "s3://%s/%s: single_writer=True, writes are unconditional; no other writer may share this prefix",
+                self.bucket,
+                self._root,
+            )
+            return
+        verdict = await check_conditional_writes(self._wire, self._root)
+        if not verdict.enforced:
+            where = f"s3://{self.bucket}/{self._root}"
+            raise UnsafeStorageError(
+                f"the S3 server behind {where} does not enforce conditional writes: it {verdict.behaviour}. "
+                "Replicas sharing this prefix would overwrite each other's writes without an error. Use a "
+                "server that enforces If-Match / If-None-Match (AWS S3, a current MinIO), or, if this is the "
+                "only process that ever writes under this prefix, pass S3Persistence(..., single_writer=True).",
+                key=where,
+                behaviour=verdict.behaviour,
+            )
+        self.conditional_writes = True
 
     async def aclose(self) -> None:
         """Close the client we created; an injected client stays open."""
         stack, self._stack = self._stack, None
         if self._owns_client:
-            self._client = None
+            self._wire.client = None
+            self._checked = False
         if stack is not None:
             await stack.aclose()
 
@@ -314,7 +305,7 @@ class S3Persistence:
             PersistenceError: the bucket is missing or unreadable, or S3 keeps failing.
         """
         found: list[tuple[str, str, str]] = []  # (s3 key, collection, object name)
-        async for key in self._list(self._root):
+        async for key in self._wire.keys(self._root):
             parsed = self._parse_key(key)
             if parsed is not None:
                 found.append((key, *parsed))
@@ -325,7 +316,7 @@ class S3Persistence:
 
         async def fetch(item: tuple[str, str, str]) -> None:
             key, collection, name = item
-            got = await self._get(key)
+            got = await self._wire.get(key)
             if got is None:  # deleted between the listing and the GET
                 return
             raw, etag = got
@@ -339,7 +330,7 @@ class S3Persistence:
             decoded.append((collection, env))
             etags[(collection, env.id)] = etag
 
-        await self._pool(fetch, found, fail_fast=True)
+        await self._wire.pool(fetch, found, fail_fast=True)
         self._etags.clear()
         self._etags.update(etags)
         return _codec.in_write_order(decoded)
@@ -347,7 +338,7 @@ class S3Persistence:
     async def load_one(self, collection: str, record_id: str) -> dict[str, Any] | None:
         """GET one record; ``None`` when there is no such object."""
         key = self._key(collection, record_id)
-        got = await self._get(key)
+        got = await self._wire.get(key)
         if got is None:
             self._etags.pop((collection, record_id), None)
             return None
@@ -360,19 +351,30 @@ class S3Persistence:
         """Every stored key (of ``collection``), from one LIST; a hashed (long) name's id is read with a GET."""
         prefix = self._root if collection is None else f"{self._root}{_codec.check_collection(collection)}/"
         keys: list[Key] = []
-        async for key in self._list(prefix):
+        async for key in self._wire.keys(prefix):
             parsed = self._parse_key(key)
             if parsed is None:
                 continue
             coll, name = parsed
             rid = _codec.id_from_object_name(name)
             if rid is None:
-                got = await self._get(key)
+                got = await self._wire.get(key)
                 if got is None:
                     continue
                 rid = self._decode(got[0], key, coll, name).id
             keys.append((coll, rid))
         return keys
+
+    async def save(self, changeset: Changeset) -> Mapping[Key, dict[str, Any]] | None:
+        """Write every upsert and delete of ``changeset`` (see :meth:`S3Writer.save`).
+
+        Raises:
+            PersistenceError: an item failed, or this instance is ``read_only``.
+            ConflictError: with ``on_conflict="raise"``, one or more writes met a newer version.
+        """
+        if self.read_only:
+            raise PersistenceError(f"s3://{self.bucket}/{self._root} was opened read-only", key=self._root)
+        return await self._writer.save(changeset)
 
     @staticmethod
     def _decode(raw: bytes, key: str, collection: str, name: str) -> _codec.Envelope:
@@ -386,319 +388,21 @@ class S3Persistence:
 
         The original is deleted only if it is still the corrupt version we read (``If-Match``).
         """
-        client = self._require_client()
+        client = self._wire.require_client()
         target = f"{self.prefix}/quarantine/{key[len(self.prefix) + 1 :]}" if self.prefix else f"quarantine/{key}"
 
         async def copy() -> None:
             await client.copy_object(Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": key})
 
         try:
-            await self._retrying("COPY", key, copy)
+            await self._wire.retrying("COPY", key, copy)
         except self._deps.ClientError as cause:
-            raise self._error("COPY", key, cause) from cause
-        await self._delete(key, etag)
+            raise self._wire.error("COPY", key, cause) from cause
+        await self._wire.delete(key, etag)
         self.quarantined.append((key, str(exc)))
         logger.warning("quarantined corrupt s3://%s/%s as %s: %s", self.bucket, key, target, exc)
 
-    async def save(self, changeset: Changeset) -> Mapping[Key, dict[str, Any]] | None:
-        """Write every upsert and delete of ``changeset`` with conditional requests, in parallel.
-
-        Every item is attempted even when some fail. A key that is both upserted and deleted is upserted.
-
-        Returns:
-            The records S3 now holds instead of what was sent (merged sessions), or ``None``.
-
-        Raises:
-            PersistenceError: an item failed (the first failure; all are logged).
-            ConflictError: with ``on_conflict="raise"``, one or more writes met a newer version; the message
-                names every conflicting key, ``key`` the first.
-        """
-        items: list[tuple[Key, bytes | None]] = list(changeset.upserts.items())
-        items.extend((key, None) for key in changeset.deletes if key not in changeset.upserts)
-        if not items:
-            return None
-
-        # ETags of objects that now hold something other than what the store sent (a merge, or their version
-        # adopted); they become ours only if save() succeeds, because only then does the store adopt those
-        # records. Otherwise the store sends its own version again, and an If-Match on such an ETag would let
-        # that older version overwrite the merge; without it, the next attempt meets the merge and merges again.
-        provisional: dict[Key, str] = {}
-
-        async def apply(item: tuple[Key, bytes | None]) -> object:
-            key, body = item
-            if body is None:
-                return await self._delete_record(key)
-            return await self._put_record(key, body, provisional)
-
-        succeeded = False
-        try:
-            outcomes = await self._pool(apply, items, fail_fast=False)
-            merged: dict[Key, dict[str, Any]] = {}
-            conflicts: list[_Conflict] = []
-            errors: list[BaseException] = []
-            for (key, _), outcome in zip(items, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    errors.append(outcome)
-                elif isinstance(outcome, _Conflict):
-                    conflicts.append(outcome)
-                elif isinstance(outcome, dict):
-                    merged[key] = outcome
-            succeeded = not errors and not conflicts
-        finally:
-            for key, etag in provisional.items():
-                if succeeded:
-                    self._etags[key] = etag
-                else:
-                    self._etags.pop(key, None)
-        if errors:
-            for extra in errors[1:]:
-                logger.error("save to s3://%s failed: %s", self.bucket, extra)
-            if conflicts:
-                logger.error("save also met %d conflicts: %s", len(conflicts), [c.s3_key for c in conflicts])
-            raise errors[0]
-        if conflicts:
-            first = conflicts[0]
-            names = ", ".join(f"s3://{self.bucket}/{c.s3_key}" for c in conflicts)
-            raise ConflictError(
-                f"{len(conflicts)} object(s) were changed by another writer: {names}",
-                key=first.s3_key,
-                expected=first.expected,
-                actual=first.actual,
-                keys=tuple(c.key for c in conflicts),
-            )
-        return merged or None
-
-    # -- one record ----------------------------------------------------------------------------------------
-
-    async def _put_record(
-        self, key: Key, body: bytes, provisional: dict[Key, str]
-    ) -> dict[str, Any] | _Conflict | None:
-        """PUT one record conditionally, resolving conflicts by policy.
-
-        Returns ``None`` when S3 holds ``body``, the record it holds instead (merge), or a _Conflict. The ETag
-        of an object holding something else than ``body`` goes to ``provisional``, not to the known ETags.
-        """
-        collection, record_id = key
-        s3_key = self._key(collection, record_id)
-        etag = self._etags.get(key)
-        to_write = body
-        merged: dict[str, Any] | None = None
-        ours: _codec.Envelope | None = None
-        for _ in range(_MAX_CONFLICT_ROUNDS):
-            result = await self._put(s3_key, to_write, etag)
-            if isinstance(result, str):
-                self._remember(key, result, provisional if merged is not None else None)
-                return merged
-            current = await self._get(s3_key) if result is _Signal.CONFLICT else None
-            if current is None:
-                # Gone (deleted by another writer, or never there): write ours as a create.
-                etag, to_write, merged = None, body, None
-                continue
-            their_bytes, their_etag = current
-            if their_bytes == to_write:
-                # Our earlier attempt landed; only its response was lost.
-                self._remember(key, their_etag, provisional if merged is not None else None)
-                return merged
-            if self.on_conflict == "raise":
-                logger.warning("conflict on s3://%s/%s (expected %s, found %s)", self.bucket, s3_key, etag, their_etag)
-                return _Conflict(key, s3_key, etag, their_etag)
-            logger.info("conflict on s3://%s/%s: merging with version %s", self.bucket, s3_key, their_etag)
-            etag = their_etag
-            if collection != _codec.SESSIONS:
-                to_write, merged = body, None  # last writer wins, still conditionally
-                continue
-            theirs = self._decode(their_bytes, s3_key, collection, self._name(s3_key))
-            if ours is None:
-                ours = _codec.decode_envelope(body, key=s3_key)
-            candidate = _codec.merge_sessions(ours.data, theirs.data)
-            if _strip(candidate) == _strip(theirs.data):
-                # Theirs already contains everything of ours (e.g. our merge landed before): keep it as it is.
-                self._remember(key, their_etag, provisional)
-                return theirs.data
-            merged = candidate
-            seq = max(ours.seq, theirs.seq)
-            to_write = _codec.encode_envelope(collection, record_id, _codec.dumps(merged, what=s3_key), seq=seq)
-        raise ConflictError(
-            f"s3://{self.bucket}/{s3_key} kept changing: gave up after {_MAX_CONFLICT_ROUNDS} merge rounds",
-            key=s3_key,
-            expected=etag,
-        )
-
-    def _remember(self, key: Key, etag: str, provisional: dict[Key, str] | None) -> None:
-        if provisional is None:
-            self._etags[key] = etag
-        else:
-            provisional[key] = etag
-
-    async def _delete_record(self, key: Key) -> _Conflict | None:
-        s3_key = self._key(*key)
-        etag = self._etags.get(key)
-        for _ in range(_MAX_CONFLICT_ROUNDS):
-            if await self._delete(s3_key, etag) is not _Signal.CONFLICT:
-                self._etags.pop(key, None)
-                return None
-            current = await self._get(s3_key)
-            if current is None:
-                self._etags.pop(key, None)
-                return None
-            if self.on_conflict == "raise":
-                logger.warning(
-                    "conflict deleting s3://%s/%s (expected %s, found %s)",
-                    self.bucket,
-                    s3_key,
-                    etag,
-                    current[1],
-                )
-                return _Conflict(key, s3_key, etag, current[1])
-            # A delete wins over a concurrent update: it is an explicit intent of the user.
-            etag = current[1]
-        raise ConflictError(
-            f"s3://{self.bucket}/{s3_key} kept changing: gave up deleting after {_MAX_CONFLICT_ROUNDS} tries",
-            key=s3_key,
-            expected=etag,
-        )
-
-    # -- single requests (retried, translated) -------------------------------------------------------------
-
-    async def _get(self, key: str) -> tuple[bytes, str] | None:
-        """``(bytes, etag)`` of one object, or ``None`` when it does not exist."""
-        client = self._require_client()
-
-        async def call() -> tuple[bytes, str]:
-            response = await client.get_object(Bucket=self.bucket, Key=key)
-            async with response["Body"] as stream:
-                data: bytes = await stream.read()
-            return data, str(response["ETag"])
-
-        try:
-            data, etag = await self._retrying("GET", key, call)
-        except self._deps.ClientError as exc:
-            code, _ = _error_code(exc)
-            if code in _MISSING_KEY_CODES:
-                return None
-            raise self._error("GET", key, exc) from exc
-        logger.debug("GET s3://%s/%s: %d bytes, %s", self.bucket, key, len(data), etag)
-        return data, etag
-
-    async def _put(self, key: str, body: bytes, etag: str | None) -> str | _Signal:
-        """PUT ``body`` if the object is at ``etag`` (absent when ``None``); the new ETag, or a _Signal."""
-        client = self._require_client()
-        condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
-
-        async def call() -> str:
-            response = await client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", **condition
-            )
-            return str(response["ETag"])
-
-        try:
-            new_etag = await self._retrying("PUT", key, call)
-        except self._deps.ClientError as exc:
-            code, status = _error_code(exc)
-            if code in _CONFLICT_CODES or status == 412:
-                return _Signal.CONFLICT
-            if code == "NoSuchKey" and etag is not None:
-                return _Signal.MISSING
-            raise self._error("PUT", key, exc) from exc
-        logger.debug("PUT s3://%s/%s: %d bytes, %s -> %s", self.bucket, key, len(body), condition, new_etag)
-        return new_etag
-
-    async def _delete(self, key: str, etag: str | None) -> _Signal | None:
-        """DELETE the object if it is at ``etag`` (any version when ``None``); CONFLICT if it is not."""
-        client = self._require_client()
-        condition = {"IfMatch": etag} if etag is not None else {}
-
-        async def call() -> None:
-            await client.delete_object(Bucket=self.bucket, Key=key, **condition)
-
-        try:
-            await self._retrying("DELETE", key, call)
-        except self._deps.ClientError as exc:
-            code, status = _error_code(exc)
-            if code in _CONFLICT_CODES or status == 412:
-                return _Signal.CONFLICT
-            if code == "NoSuchKey":
-                return None  # already gone
-            raise self._error("DELETE", key, exc) from exc
-        logger.debug("DELETE s3://%s/%s %s", self.bucket, key, condition)
-        return None
-
-    async def _list(self, prefix: str) -> AsyncIterator[str]:
-        """Yield every key under ``prefix``, one retried request per page."""
-        client = self._require_client()
-        token: str | None = None
-        while True:
-            extra = {"ContinuationToken": token} if token else {}
-
-            async def call(extra: dict[str, str] = extra) -> dict[str, Any]:
-                page: dict[str, Any] = await client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, **extra)
-                return page
-
-            try:
-                page = await self._retrying("LIST", prefix, call)
-            except self._deps.ClientError as exc:
-                raise self._error("LIST", prefix, exc) from exc
-            for entry in page.get("Contents", ()):
-                yield entry["Key"]
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
-
-    async def _retrying(self, what: str, key: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` under the concurrency limit, retrying transient failures with full-jitter backoff.
-
-        ClientErrors that are not transient propagate as they are (the caller interprets 404/412); other
-        failures become PersistenceError.
-        """
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.max_concurrency)
-        attempt = 0
-        while True:
-            try:
-                async with self._semaphore:
-                    return await call()
-            except Exception as exc:
-                if not self._is_transient(exc):
-                    if isinstance(exc, self._deps.ClientError):
-                        raise
-                    raise self._error(what, key, exc) from exc
-                if attempt >= self.retries:
-                    raise self._error(what, key, exc, retried=attempt) from exc
-                ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
-                delay = random.uniform(0, ceiling)
-                attempt += 1
-                logger.warning(
-                    "%s s3://%s/%s failed (%s); retry %d/%d in %.3fs",
-                    what,
-                    self.bucket,
-                    key,
-                    _describe(exc),
-                    attempt,
-                    self.retries,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-
-    def _is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, self._deps.ClientError):
-            code, status = _error_code(exc)
-            return status >= 500 or status == 429 or code in _TRANSIENT_CODES
-        if isinstance(exc, self._deps.SSLError):
-            return False
-        return isinstance(exc, self._deps.transient)
-
-    def _error(self, what: str, key: str, exc: BaseException, *, retried: int = 0) -> PersistenceError:
-        after = f" after {retried} retries" if retried else ""
-        return PersistenceError(
-            f"S3 {what} s3://{self.bucket}/{key} failed{after}: {_describe(exc)}", key=key, cause=exc
-        )
-
-    # -- helpers -------------------------------------------------------------------------------------------
-
-    def _require_client(self) -> Any:
-        if self._client is None:
-            raise ClosedError("S3Persistence is not open: call open() first (the store's start() does)")
-        return self._client
+    # -- names ---------------------------------------------------------------------------------------------
 
     def _key(self, collection: str, record_id: str) -> str:
         return f"{self._root}{_codec.check_collection(collection)}/{_codec.object_name(record_id)}.json"
@@ -708,8 +412,10 @@ class S3Persistence:
         return key.rsplit("/", 1)[1][: -len(".json")]
 
     def _parse_key(self, key: str) -> tuple[str, str] | None:
-        """``(collection, object name)`` of a listed key; ``None`` (and a warning) for a non-record object."""
+        """``(collection, object name)`` of a listed key; ``None`` for the store's own or a non-record object."""
         rest = key[len(self._root) :]
+        if rest.startswith(META_DIR):
+            return None  # the conditional-write verdict and probes
         if not rest.endswith(".json"):
             logger.warning("load: skipping s3://%s/%s (not a .json record)", self.bucket, key)
             return None
@@ -724,40 +430,6 @@ class S3Persistence:
                 f"s3://{self.bucket}/{key} is not a {{collection}}/{{name}}.json record key", key=key
             )
         return collection, name
-
-    async def _pool(
-        self, fn: Callable[[I], Awaitable[T]], items: Iterable[I], *, fail_fast: bool
-    ) -> list[T | BaseException]:
-        """Apply ``fn`` to every item with at most ``max_concurrency`` workers, in order of results.
-
-        With ``fail_fast`` the first failure cancels the rest and is raised; otherwise failures are returned
-        in place of results.
-        """
-        work = list(items)
-        results: list[T | BaseException] = [None] * len(work)  # type: ignore[list-item]
-        queue = iter(enumerate(work))
-
-        async def worker() -> None:
-            for index, item in queue:  # one shared iterator: each item is taken by exactly one worker
-                try:
-                    results[index] = await fn(item)
-                except Exception as exc:
-                    if fail_fast:
-                        raise
-                    results[index] = exc
-
-        failure: BaseException | None = None
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(self.max_concurrency, len(work))):
-                    group.create_task(worker())
-        except ExceptionGroup as eg:
-            failure = eg.exceptions[0]  # raised outside the handler, so it keeps its own __cause__
-            for other in eg.exceptions[1:]:
-                failure.add_note(f"also failed in the same step: {other!r}")  # none of a group is dropped
-        if failure is not None:
-            raise failure
-        return results
 
 
 def _check_bucket(bucket: object) -> str:
