@@ -196,3 +196,51 @@ async def test_a_removed_root_is_recreated_at_close(tmp_path: Path) -> None:
     await db.upsert_session({"session_id": "s1"})
     await db.aclose()
     assert (root / "v1" / "sessions" / "s1.json").is_file()
+
+
+@pytest.mark.parametrize("removed", ["root", "collection"])
+async def test_a_removed_folder_gets_back_everything_memory_holds(tmp_path: Path, removed: str) -> None:
+    """Sessions flushed before the folder was removed and not written since are written back after the recreate
+    (memory still holds them), and the event counts them."""
+    root = tmp_path / "store"
+    events: list[Event] = []
+    db = AsyncInMemoryDb(persistence=DirectoryPersistence(root), durability="manual", on_event=events.append)
+    for i in range(3):
+        await db.upsert_session({"session_id": f"flushed-{i}", "runs": [{"run_id": "r1"}]})
+    await db.put_record("notes", "n1", {"text": "kept"})
+    await db.flush()
+    shutil.rmtree(root if removed == "root" else root / "v1" / "sessions")
+    await db.upsert_session({"session_id": "trigger"})
+    await db.flush()
+    [event] = [e for e in events if e.kind == "recreate"]
+    assert event.data["lost"] == 0
+    assert event.data["rewritten"] == (5 if removed == "root" else 4)  # the record's folder went with the root only
+    assert db.stats().dirty == event.data["rewritten"]
+    await db.aclose()
+    async with AsyncInMemoryDb(persistence=DirectoryPersistence(root)) as again:
+        expected = {"flushed-0", "flushed-1", "flushed-2", "trigger"}
+        assert {s["session_id"] for s in await again.get_all_sessions()} == expected
+        flushed = await again.get_session("flushed-1")
+        assert flushed is not None
+        assert [r["run_id"] for r in flushed["runs"]] == ["r1"]
+        assert await again.get_record("notes", "n1") == {"text": "kept"}
+
+
+async def test_a_removed_root_counts_the_evicted_sessions_it_took(tmp_path: Path) -> None:
+    """Sessions evicted from memory lived only in the removed files: the recreate event says how many are lost."""
+    root = tmp_path / "store"
+    events: list[Event] = []
+    db = AsyncInMemoryDb(
+        persistence=DirectoryPersistence(root), durability="manual", max_sessions=1, on_event=events.append
+    )
+    for sid in ("a", "b"):
+        await db.upsert_session({"session_id": sid})
+        await db.flush()
+    shutil.rmtree(root)
+    await db.upsert_session({"session_id": "c"})  # b, clean, is evicted for it
+    await db.flush()
+    [event] = [e for e in events if e.kind == "recreate"]
+    assert (event.data["rewritten"], event.data["lost"]) == (1, 2)
+    await db.aclose()
+    async with AsyncInMemoryDb(persistence=DirectoryPersistence(root)) as again:
+        assert {s["session_id"] for s in await again.get_all_sessions()} == {"c"}

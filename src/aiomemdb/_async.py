@@ -31,6 +31,7 @@ from aiomemdb._kernel import (
     SortOrder,
 )
 from aiomemdb._kernel import _ops as ops
+from aiomemdb._kernel._storage import rewrite_resident
 from aiomemdb._stats import Event, FlushReport, Stats
 from aiomemdb.persistence._base import EmitsEvents, Persistence, WriterPolicy
 
@@ -127,8 +128,18 @@ class AsyncInMemoryDb(SessionsApi, RecordsApi):
         if config.storage_dict is not None:
             ops.adopt_storage_dict(self._kernel, config.storage_dict)
         if isinstance(config.persistence, EmitsEvents):
-            config.persistence.bind_events(self._emit)
+            config.persistence.bind_events(self._storage_event)
         _exit.track_async(self)  # flushed at interpreter exit if its loop is still alive (see _exit.py)
+
+    def _storage_event(self, kind: str, data: dict[str, Any]) -> None:
+        """An event the persistence reports. A folder it had to create again lost the files of every record in it,
+        so whatever memory holds of them is written back by the next flush; the event counts both."""
+        if kind == "recreate":
+            rewritten, lost = rewrite_resident(self._kernel, data.get("collection"))
+            data = {**data, "rewritten": rewritten, "lost": lost}
+            if lost:
+                logger.error("aiomemdb: %s was removed; %d sessions not in memory are lost with it", data["path"], lost)
+        self._emit(kind, data)
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
         callback = self._config.on_event

@@ -26,6 +26,7 @@ __all__ = [
     "finish_flush",
     "finish_load",
     "ingest",
+    "rewrite_resident",
 ]
 
 
@@ -220,3 +221,28 @@ def _adopt(k: Kernel, merged: Mapping[Key, dict[str, Any]], versions: Mapping[Ke
             k.commit([SetSession(rid, SessionRecord.from_stored(both, seq=k.next_seq(), key=rid))])
     k.counts["merged"] += len(merged)
     return len(merged)
+
+
+def rewrite_resident(k: Kernel, collection: str | None) -> tuple[int, int]:
+    """Storage lost a folder (``collection``, or all of them for ``None``): mark every record memory holds dirty
+    so the next flush writes it back. Returns ``(rewritten, lost)``: ``lost`` counts the sessions whose payload
+    was not in memory (evicted or expired after a flush), which only the removed files held."""
+    if not k.persistent:
+        return 0, 0
+    rewritten = lost = 0
+    with k.lock:
+        if collection in (None, SESSIONS):
+            for sid, rec in k.sessions.items():
+                if rec.resident:
+                    k.dirty[(SESSIONS, sid)] = None
+                    rewritten += 1
+                else:
+                    lost += 1
+        for name, blobs in k.collections.items():
+            if collection in (None, name):
+                for rid in blobs:
+                    k.dirty[(name, rid)] = None
+                rewritten += len(blobs)
+    if rewritten:
+        k.wake_flusher()
+    return rewritten, lost

@@ -262,7 +262,7 @@ class DirectoryPersistence:
             raise PersistenceError(f"{self.path} was opened read-only", key=str(self.path))
         items: list[tuple[Key, bytes | None]] = [*changeset.upserts.items()]
         items.extend((key, None) for key in changeset.deletes)
-        recreated: list[str] = []
+        recreated: list[tuple[str, str | None]] = []  # (folder, collection; None for the root)
         try:
             await asyncio.to_thread(self._ensure_root, recreated)
             if not items:
@@ -276,11 +276,11 @@ class DirectoryPersistence:
                 touched = set().union(*touched_sets)
                 await asyncio.to_thread(self._fsync_dirs, touched)
         finally:
-            for where in recreated:
-                self._emit("recreate", {"path": where})
+            for where, collection in recreated:
+                self._emit("recreate", {"path": where, "collection": collection})
         return None
 
-    def _ensure_root(self, recreated: list[str]) -> None:
+    def _ensure_root(self, recreated: list[tuple[str, str | None]]) -> None:
         """Re-create the root, its ``LAYOUT`` and its lock if the directory was removed under us."""
         if self.path.is_dir() and not self._lock.lost():
             return
@@ -294,9 +294,9 @@ class DirectoryPersistence:
             write_layout(self.path, fsync=self._fsync)
             self._mkdir(self.root)
             self._made.clear()
-            recreated.append(str(self.path))
+            recreated.append((str(self.path), None))
 
-    def _apply(self, items: list[tuple[Key, bytes | None]], recreated: list[str]) -> set[Path]:
+    def _apply(self, items: list[tuple[Key, bytes | None]], recreated: list[tuple[str, str | None]]) -> set[Path]:
         touched: set[Path] = set()
         for (collection, record_id), data in items:
             path = self.file_for(collection, record_id)
@@ -317,7 +317,7 @@ class DirectoryPersistence:
                             if not directory.is_dir():
                                 logger.warning("aiomemdb: %s was removed; creating it again", directory)
                                 self._mkdir(directory)
-                                recreated.append(str(directory))
+                                recreated.append((str(directory), collection))
                         self._write_atomic(path, data)
             except OSError as exc:
                 raise PersistenceError(f"cannot write {path}: {exc}", key=str(path), cause=exc) from exc
