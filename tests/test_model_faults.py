@@ -56,6 +56,13 @@ class FaultMachine(StoreMachine):
         self.run(db.start())
         return db
 
+    def snapshot(self) -> Any:
+        """What a step that must change nothing compares, without the dirty count: a bounded store whose dirty
+        payloads block eviction wakes its flusher, which then flushes in the background (even with manual
+        durability) whenever the rule's awaits let it run, so that count may fall during any step."""
+        sessions, total, records, n_sessions, n_records, _dirty = super().snapshot()
+        return sessions, total, records, n_sessions, n_records
+
     @property
     def storage(self) -> Faulty:
         assert self.faulty is not None

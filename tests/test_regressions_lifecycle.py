@@ -243,7 +243,7 @@ async def test_scenario_09_s3_pool_reports_every_failure_of_a_group() -> None:
         raise OSError(f"injected failure {item}")
 
     with pytest.raises(OSError, match="injected failure") as info:
-        await storage._pool(fail, range(4), fail_fast=True)
+        await storage._wire.pool(fail, range(4), fail_fast=True)
     text = "\n".join([str(info.value), *getattr(info.value, "__notes__", [])])
     assert all(f"injected failure {i}" in text for i in range(4)), text
 
