@@ -21,9 +21,19 @@ from aiomemdb._kernel import Kernel, check_ids, check_optional_str
 from aiomemdb._kernel import _ops as ops
 from aiomemdb._record import encode_record, record_owner
 
-__all__ = ["RecordFn", "RecordsApi", "doc"]
+__all__ = ["RecordFn", "RecordsApi", "doc", "encode_records"]
 
 RecordFn = Callable[[dict[str, Any] | None], "dict[str, Any] | None"]
+
+
+def encode_records(name: str, records: object) -> list[tuple[str, bytes, str | None]]:
+    """``put_records``' argument checked and encoded: ``(id, bytes, owner)`` per record (both drivers)."""
+    if not isinstance(records, Mapping):
+        raise ValidationError(f"put_records takes a dict of id -> record, got {type(records).__name__}")
+    return [
+        (check_id(rid, what="record_id"), encode_record(rec, what=f"{name}[{rid!r}]"), record_owner(rec))
+        for rid, rec in records.items()
+    ]
 
 
 def doc(raw: bytes) -> dict[str, Any]:
@@ -76,12 +86,7 @@ class RecordsApi:
         """
         await self._rt.ready()
         name = self._collection(collection)
-        if not isinstance(records, Mapping):
-            raise ValidationError(f"put_records takes a dict of id -> record, got {type(records).__name__}")
-        items = [
-            (check_id(rid, what="record_id"), encode_record(rec, what=f"{name}[{rid!r}]"), record_owner(rec))
-            for rid, rec in records.items()
-        ]
+        items = encode_records(name, records)
         if not items:
             return 0
         await self._rt.call(ops.put_records, name, items)

@@ -11,9 +11,8 @@ from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 from aiomemdb._async import AsyncInMemoryDb, RecordFn
-from aiomemdb._async_records import RecordsApi, doc
+from aiomemdb._async_records import RecordsApi, doc, encode_records
 from aiomemdb._codec import check_id
-from aiomemdb._exceptions import ValidationError
 from aiomemdb._kernel import _ops as ops
 from aiomemdb._kernel import check_ids, check_optional_str
 from aiomemdb._record import encode_record, record_owner
@@ -62,12 +61,7 @@ class RecordsMethods:
         d.enter()
         try:
             name = _collection(collection)
-            if not isinstance(records, Mapping):
-                raise ValidationError(f"put_records takes a dict of id -> record, got {type(records).__name__}")
-            items = [
-                (check_id(rid, what="record_id"), encode_record(rec, what=f"{name}[{rid!r}]"), record_owner(rec))
-                for rid, rec in records.items()
-            ]
+            items = encode_records(name, records)
             if not items:
                 return 0
             d.call(ops.put_records, name, items)
