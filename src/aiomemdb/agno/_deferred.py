@@ -1,25 +1,35 @@
-"""Agent sessions whose history runs are built on first use: each reader pays only for the runs it looks into.
+"""Agent sessions whose history runs are decoded and built on first use: each reader pays only for what it reads.
 
 agno's ``AgentSession.from_dict`` builds every stored run with ``RunOutput.from_dict`` (~45-75 µs per run: its
 messages, metrics, tool executions), although an agent turn looks into few of them: ``add_history_to_context``
 reads the messages of the last ``num_history_runs`` runs and only the status and ids of the others. A read here
-gives each run as a :class:`DeferredRunOutput`: a ``RunOutput`` whose plain fields (ids, status, timestamps,
-content, everything ``from_dict`` passes through unchanged) are set at once (~2 µs), and whose converted fields
-(messages, metrics, tools, media, events, input ...) are built by agno's own ``RunOutput.from_dict`` the first
-time any of them is read. After that the object *is* a ``RunOutput`` (its class is switched back), identical to
-what ``from_dict`` returns; copying, pickling, comparing or ``dataclasses.asdict`` build it first.
+gives each agent run as a :class:`DeferredRunOutput`, a ``RunOutput`` built in up to three steps:
 
-Isolation costs nothing: every read decodes its own JSON, so the dict a deferred run holds belongs to that one
-reader and no object is shared with any other reader or with the store. Team sessions and team runs are built
+1. *encoded*: it holds only its ``run_id`` and the stored JSON bytes of the run (immutable; the store's own
+   object, never copied). Reading the session row without looking into runs decodes none of them.
+2. *decoded* (the first read of any other field): its own ``orjson.loads`` of the bytes; the plain fields (ids,
+   status, timestamps, content, everything ``from_dict`` passes through unchanged) are set (~2 µs plus the
+   decode).
+3. *built* (the first read of a converted field: messages, metrics, tools, media, events, input ...): agno's own
+   ``RunOutput.from_dict`` of that decode. After that the object *is* a ``RunOutput`` (its class is switched
+   back), identical to what ``from_dict`` returns; copying, pickling, comparing or ``dataclasses.asdict`` build
+   it first. A field the reader has set before keeps the reader's value.
+
+Isolation costs nothing: bytes cannot be mutated, and every decode is the one reader's own, so no object is
+shared with any other reader or with the store. A stored run is given encoded only when its bytes prove it an
+agent run (``"agent_id"`` is its second top-level key, as agno's ``to_dict`` writes it); any other run is
+decoded at once and dispatched as ``AgentSession.from_dict`` does. Team sessions and team runs are built
 eagerly by agno's code, as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from typing import Any
 
+import orjson
 from agno.db.base import SessionType
 from agno.db.utils import deserialize_session, detect_session_type
 from agno.run.agent import RunOutput
@@ -27,7 +37,7 @@ from agno.run.base import RunStatus
 from agno.run.team import TeamRunOutput
 from agno.session import AgentSession
 
-__all__ = ["DeferredRunOutput", "deferred_run", "to_agent_session", "to_session"]
+__all__ = ["DeferredRunOutput", "deferred_run", "encoded_run", "session_from_parts", "to_agent_session", "to_session"]
 
 # The keys RunOutput.from_dict converts (pops and rebuilds); every other field it passes through unchanged.
 _CONVERTED = frozenset({
@@ -47,7 +57,11 @@ _FACTORIES = {
     if name not in _CONVERTED and f.default_factory is not dataclasses.MISSING
 }
 _STATUS = {status.value: status for status in RunStatus}
-_PENDING = "_aiomemdb_pending"
+_PENDING = "_aiomemdb_pending"  # step 2: the reader's decoded dict, for from_dict
+_RAW = "_aiomemdb_raw"  # step 1: the stored bytes, not decoded yet
+# orjson writes compact JSON in the dict's order; agno's RunOutput.to_dict starts with run_id, then agent_id.
+# After the first key's string value the parser is at the top level, so a match proves a top-level agent_id.
+_AGENT_RUN = re.compile(rb'\{"run_id":"(?:[^"\\]|\\.)*","agent_id":')
 _BUILD = threading.Lock()  # a reader may hand its session to another thread; the first use builds once
 
 
@@ -65,9 +79,14 @@ class _Deferred:
             if field.default is dataclasses.MISSING:
                 raise AttributeError(self.name)
             return field.default
+        values = obj.__dict__
+        if _RAW in values:
+            obj._aiomemdb_decode()
+            if self.name in values:
+                return values[self.name]  # a plain field: decoded, not built
         obj._aiomemdb_build()
         try:
-            return obj.__dict__[self.name]
+            return values[self.name]
         except KeyError:
             raise AttributeError(self.name) from None
 
@@ -75,18 +94,36 @@ class _Deferred:
 class DeferredRunOutput(RunOutput):
     """A ``RunOutput`` whose converted fields are built by ``RunOutput.from_dict`` on first use (then a RunOutput)."""
 
-    def _aiomemdb_build(self) -> None:
-        """Build the converted fields from the run's own dict, then become a plain ``RunOutput``."""
+    def _aiomemdb_decode(self) -> None:
+        """Step 2: decode the run's bytes (this reader's own copy) and set its plain fields."""
         with _BUILD:
-            values = self.__dict__
-            pending = values.get(_PENDING)
+            self._decode_locked()
+
+    def _decode_locked(self) -> None:
+        values = self.__dict__
+        raw = values.get(_RAW)
+        if raw is None:
+            return
+        data: dict[str, Any] = orjson.loads(raw)
+        if _built_at_once(data):
+            _finish(self, RunOutput.from_dict(data))
+            del values[_RAW]
+            return
+        for name, value in _plain_fields(data).items():
+            values.setdefault(name, value)  # a field the reader has set already keeps its value
+        values[_PENDING] = data
+        del values[_RAW]
+
+    def _aiomemdb_build(self) -> None:
+        """Step 3: build the converted fields from the run's own dict, then become a plain ``RunOutput``."""
+        with _BUILD:
+            self._decode_locked()
+            pending = self.__dict__.get(_PENDING)
             if pending is None:
                 return
-            full = RunOutput.from_dict(pending)  # the dict is this reader's own decode: from_dict may consume it
-            for name, value in full.__dict__.items():
-                values.setdefault(name, value)  # a field the reader has set already keeps its value
-            del values[_PENDING]
-            object.__setattr__(self, "__class__", RunOutput)  # now exactly what from_dict returns
+            # the dict is this reader's own decode: from_dict may consume it
+            _finish(self, RunOutput.from_dict(pending))
+            del self.__dict__[_PENDING]
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         # copy.copy, copy.deepcopy and pickle all come here: they see the finished RunOutput
@@ -106,10 +143,21 @@ for _name in _FIELDS:
     setattr(DeferredRunOutput, _name, _Deferred(_name))
 
 
-def deferred_run(data: dict[str, Any]) -> RunOutput:
-    """A stored agent run (a dict that only the caller holds) as a :class:`DeferredRunOutput`."""
-    if "run" in data or "cancellation_stage" in data:
-        return RunOutput.from_dict(data)  # agno's legacy nested shape, or a cancelled run: built at once
+def _finish(run: DeferredRunOutput, full: RunOutput) -> None:
+    """Take ``full``'s fields (keeping any the reader has set) and become a plain ``RunOutput``."""
+    values = run.__dict__
+    for name, value in full.__dict__.items():
+        values.setdefault(name, value)
+    object.__setattr__(run, "__class__", RunOutput)  # now exactly what from_dict returns
+
+
+def _built_at_once(data: dict[str, Any]) -> bool:
+    """agno's legacy nested shape, or a cancelled run: built by ``from_dict`` at once."""
+    return "run" in data or "cancellation_stage" in data
+
+
+def _plain_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields ``from_dict`` passes through unchanged, with their defaults; the rest wait for the build."""
     values: dict[str, Any] = dict(_DEFAULTS)
     for name, factory in _FACTORIES.items():
         if name not in data:
@@ -124,10 +172,36 @@ def deferred_run(data: dict[str, Any]) -> RunOutput:
     status = values.get("status")
     if isinstance(status, str):
         values["status"] = _STATUS.get(status, status)  # as from_dict: a status agno does not know stays a string
+    return values
+
+
+def deferred_run(data: dict[str, Any]) -> RunOutput:
+    """A stored agent run (a dict that only the caller holds) as a :class:`DeferredRunOutput` (step 2)."""
+    if _built_at_once(data):
+        return RunOutput.from_dict(data)
+    values = _plain_fields(data)
     values[_PENDING] = data
     run = object.__new__(DeferredRunOutput)
     run.__dict__.update(values)
     return run
+
+
+def encoded_run(run_id: str, raw: bytes) -> Any:
+    """A stored run (its id and JSON bytes) as agno's ``AgentSession.from_dict`` would build it, deferred.
+
+    An agent run is given encoded (step 1); any other shape is decoded now: an agent run at step 2, a team run
+    built by agno, and ``None`` for a run ``from_dict`` would skip.
+    """
+    if _AGENT_RUN.match(raw):
+        run = object.__new__(DeferredRunOutput)
+        run.__dict__.update({"run_id": run_id, _RAW: raw})
+        return run
+    data: dict[str, Any] = orjson.loads(raw)
+    if "agent_id" in data:
+        return deferred_run(data)
+    if "team_id" in data:
+        return TeamRunOutput.from_dict(data)
+    return None
 
 
 def to_agent_session(doc: dict[str, Any]) -> AgentSession | None:
@@ -156,3 +230,26 @@ def to_session(session_type: Any, doc: dict[str, Any]) -> Any:
     if agent:
         return to_agent_session(doc)
     return deserialize_session(session_type, doc)
+
+
+def session_from_parts(session_type: Any, head: dict[str, Any], runs: list[tuple[str, bytes]] | None) -> Any:
+    """A stored session given as the store's parts (a fresh decode without runs, and each run's bytes) as the
+    Session class :func:`to_session` picks; an agent session's runs stay encoded until read."""
+    if session_type is None:
+        agent = detect_session_type(head) not in ("team", "workflow")
+    else:
+        agent = session_type == SessionType.AGENT
+    if not agent or runs is None:
+        if runs is not None:
+            head["runs"] = [orjson.loads(raw) for _, raw in runs]
+        return to_session(session_type, head)
+    session = AgentSession.from_dict(head)
+    if session is None:
+        return None
+    objects: list[Any] = []
+    for run_id, raw in runs:
+        run = encoded_run(run_id, raw)
+        if run is not None:
+            objects.append(run)
+    session.runs = objects
+    return session
