@@ -25,7 +25,6 @@ eagerly by agno's code, as before.
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 from typing import Any
 
@@ -56,12 +55,14 @@ _FACTORIES = {
     for name, f in _FIELDS.items()
     if name not in _CONVERTED and f.default_factory is not dataclasses.MISSING
 }
+_new = object.__new__
 _STATUS = {status.value: status for status in RunStatus}
 _PENDING = "_aiomemdb_pending"  # step 2: the reader's decoded dict, for from_dict
 _RAW = "_aiomemdb_raw"  # step 1: the stored bytes, not decoded yet
-# orjson writes compact JSON in the dict's order; agno's RunOutput.to_dict starts with run_id, then agent_id.
-# After the first key's string value the parser is at the top level, so a match proves a top-level agent_id.
-_AGENT_RUN = re.compile(rb'\{"run_id":"(?:[^"\\]|\\.)*","agent_id":')
+# An agent run as agno's RunOutput.to_dict writes it (and orjson encodes it: compact, in the dict's order) starts
+# with these two keys: ``{"run_id":<the run's id>,"agent_id":``. See _is_agent_run for why the test is exact.
+_RUN_ID_KEY = b'{"run_id":"'
+_AGENT_ID_NEXT = b'","agent_id":'
 _BUILD = threading.Lock()  # a reader may hand its session to another thread; the first use builds once
 
 
@@ -186,15 +187,28 @@ def deferred_run(data: dict[str, Any]) -> RunOutput:
     return run
 
 
+def _is_agent_run(run_id: str, raw: bytes) -> bool:
+    """True if ``raw`` (the stored JSON of the run ``run_id``) has ``agent_id`` as its second top-level key.
+
+    Exact, not a heuristic, and false only costs a decode. If ``raw`` begins with the ``run_id`` key, the string
+    that follows is the JSON form of ``run_id`` itself. When that is ASCII without escapes, it is ``run_id`` in
+    quotes (one byte per character), and the test reads the next key. Otherwise the string is longer than
+    ``len(run_id)``, so the tested position falls inside it, where every ``"`` is escaped (preceded by ``\\``)
+    except the closing one, which is followed by ``,`` or ``}``; the test wants ``","agent_id":``, an unescaped
+    ``"`` two bytes on followed by ``agent_id``, which cannot occur there.
+    """
+    return raw.startswith(_RUN_ID_KEY) and raw.startswith(_AGENT_ID_NEXT, 11 + len(run_id))
+
+
 def encoded_run(run_id: str, raw: bytes) -> Any:
     """A stored run (its id and JSON bytes) as agno's ``AgentSession.from_dict`` would build it, deferred.
 
     An agent run is given encoded (step 1); any other shape is decoded now: an agent run at step 2, a team run
     built by agno, and ``None`` for a run ``from_dict`` would skip.
     """
-    if _AGENT_RUN.match(raw):
-        run = object.__new__(DeferredRunOutput)
-        run.__dict__.update({"run_id": run_id, _RAW: raw})
+    if _is_agent_run(run_id, raw):
+        run = _new(DeferredRunOutput)
+        run.__dict__ = {"run_id": run_id, _RAW: raw}
         return run
     data: dict[str, Any] = orjson.loads(raw)
     if "agent_id" in data:
@@ -239,17 +253,24 @@ def session_from_parts(session_type: Any, head: dict[str, Any], runs: list[tuple
         agent = detect_session_type(head) not in ("team", "workflow")
     else:
         agent = session_type == SessionType.AGENT
-    if not agent or runs is None:
+    if not agent:
         if runs is not None:
             head["runs"] = [orjson.loads(raw) for _, raw in runs]
-        return to_session(session_type, head)
+        return deserialize_session(session_type, head)
+    head.pop("runs", None)  # an agent session without a runs list reads as one with no runs, as in from_dict
     session = AgentSession.from_dict(head)
-    if session is None:
-        return None
+    if session is None or runs is None:
+        return session
     objects: list[Any] = []
-    for run_id, raw in runs:
-        run = encoded_run(run_id, raw)
-        if run is not None:
-            objects.append(run)
+    append = objects.append
+    for run_id, raw in runs:  # encoded_run, inlined for the common case: this loop is most of a session read
+        if raw.startswith(_RUN_ID_KEY) and raw.startswith(_AGENT_ID_NEXT, 11 + len(run_id)):
+            run = _new(DeferredRunOutput)
+            run.__dict__ = {"run_id": run_id, _RAW: raw}
+            append(run)
+        else:
+            other = encoded_run(run_id, raw)
+            if other is not None:
+                append(other)
     session.runs = objects
     return session

@@ -167,11 +167,10 @@ class Sessions:
                 stored = self._store.upsert_session(
                     full, expected_version=1, preserve_updated_at=True, include_runs=False
                 )
-        stored.pop("runs", None)
         if not deserialize:
             stored["runs"] = [run_to_dict(r) for r in runs]
             return stored
-        result = to_session(None, stored)
+        result = session_from_parts(None, stored, None)  # the row only: a fresh decode, no runs
         # the caller's own run objects, as agno returns them (rebuilding every run on each save would cost more)
         result.runs = session.runs if not isinstance(session, dict) else result.runs
         return result
