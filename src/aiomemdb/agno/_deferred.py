@@ -35,6 +35,7 @@ from agno.run.agent import RunOutput
 from agno.run.base import RunStatus
 from agno.run.team import TeamRunOutput
 from agno.session import AgentSession
+from agno.session.summary import SessionSummary
 
 __all__ = ["DeferredRunOutput", "deferred_run", "encoded_run", "session_from_parts", "to_agent_session", "to_session"]
 
@@ -246,6 +247,34 @@ def to_session(session_type: Any, doc: dict[str, Any]) -> Any:
     return deserialize_session(session_type, doc)
 
 
+# AgentSession.from_dict passes these fields of the row to the constructor (runs and summary converted); the
+# dataclass has exactly these fields and no __post_init__, so the instance can be filled in directly.
+_SESSION_FIELDS = ("session_id", "agent_id", "team_id", "user_id", "workflow_id", "session_data", "metadata",
+                   "agent_data", "runs", "summary", "created_at", "updated_at")  # fmt: skip
+_DIRECT = tuple(f.name for f in dataclasses.fields(AgentSession)) == _SESSION_FIELDS and not hasattr(
+    AgentSession, "__post_init__"
+)
+
+
+def _agent_session(head: dict[str, Any]) -> AgentSession | None:
+    """``AgentSession.from_dict(head)`` of a row without runs (``runs`` is []), without its call overhead."""
+    head.pop("runs", None)  # a row without a runs list reads as one with no runs, as in from_dict
+    if not _DIRECT or head.get("session_id") is None:
+        return AgentSession.from_dict(head)  # agno's own path (and its warning for a row without an id)
+    summary = head.get("summary")
+    if summary is not None and isinstance(summary, dict):
+        summary = SessionSummary.from_dict(summary)
+    get = head.get
+    session = _new(AgentSession)
+    session.__dict__ = {
+        "session_id": head["session_id"], "agent_id": get("agent_id"), "team_id": get("team_id"),
+        "user_id": get("user_id"), "workflow_id": get("workflow_id"), "session_data": get("session_data"),
+        "metadata": get("metadata"), "agent_data": get("agent_data"), "runs": [], "summary": summary,
+        "created_at": get("created_at"), "updated_at": get("updated_at"),
+    }  # fmt: skip
+    return session
+
+
 def session_from_parts(session_type: Any, head: dict[str, Any], runs: list[tuple[str, bytes]] | None) -> Any:
     """A stored session given as the store's parts (a fresh decode without runs, and each run's bytes) as the
     Session class :func:`to_session` picks; an agent session's runs stay encoded until read."""
@@ -257,8 +286,7 @@ def session_from_parts(session_type: Any, head: dict[str, Any], runs: list[tuple
         if runs is not None:
             head["runs"] = [orjson.loads(raw) for _, raw in runs]
         return deserialize_session(session_type, head)
-    head.pop("runs", None)  # an agent session without a runs list reads as one with no runs, as in from_dict
-    session = AgentSession.from_dict(head)
+    session = _agent_session(head)
     if session is None or runs is None:
         return session
     objects: list[Any] = []
