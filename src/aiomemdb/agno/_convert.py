@@ -110,10 +110,9 @@ def to_session(session_type: Any, doc: dict[str, Any]) -> Any:
     return deferred.to_session(session_type, doc)
 
 
-def session_from_parts(session_type: Any, row: dict[str, Any], runs: list[tuple[str, bytes]] | None) -> Any:
-    """A session given as the store's parts as agno's Session class; an agent session's runs are decoded and
-    built on first use (:mod:`._deferred`)."""
-    return deferred.session_from_parts(session_type, row, runs)
+#: A session given as the store's parts as agno's Session class; an agent session's runs are decoded and built on
+#: first use (:mod:`._deferred`). (The function itself, not a wrapper: it is most of a session read.)
+session_from_parts = deferred.session_from_parts
 
 
 def rows_of(parts: Parts) -> dict[str, Any]:
