@@ -40,3 +40,42 @@ def test_distinct_ids_get_distinct_names() -> None:
     """Ids that differ only in case, in escaped bytes or past the hash cut-off still get different names."""
     samples = ["a", "A", "%41", "..", "%2E%2E", "x" * 400, "x" * 399 + "y", "é", "e\u0301"]
     assert len({object_name(s) for s in samples}) == len(samples)
+
+
+nan_values = st.sampled_from([float("nan"), float("inf"), float("-inf")])
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["null", "x", ""])
+)
+documents = st.recursive(
+    json_leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["a", "null", "b"]), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.sampled_from(["a", "b", "null", "c"]), documents, max_size=5), nan_values, st.data())
+def test_a_non_finite_float_is_refused_among_any_nulls(doc: dict[str, object], bad: float, data: st.DataObject) -> None:
+    """Wherever a NaN or infinity sits (top level or nested), beside top-level Nones, nested Nones and "null"
+    strings, the encoder refuses it; the same document without it encodes (the top-level-None shortcut of
+    ``dumps`` never hides one)."""
+    import orjson
+    import pytest
+
+    from aiomemdb._codec import dumps
+    from aiomemdb._exceptions import SerializationError
+
+    assert orjson.loads(dumps(doc)) == doc
+    path = data.draw(st.lists(st.sampled_from(["a", "b", "null"]), min_size=1, max_size=3))
+    spoiled: dict[str, object] = {**doc, "none": None}
+    node: dict[str, object] = spoiled
+    for key in path[:-1]:
+        child: dict[str, object] = {"n": None}
+        node[key] = child
+        node = child
+    node[path[-1]] = bad
+    with pytest.raises(SerializationError):
+        dumps(spoiled)

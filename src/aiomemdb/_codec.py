@@ -72,12 +72,24 @@ def dumps(value: Any, *, what: str = "value") -> bytes:
         where = (what + path).lstrip(".")
         raise SerializationError(f"{where or 'value'} cannot be stored as JSON: {reason or exc}", path=where) from exc
     # orjson writes NaN and ±Infinity as null, which would silently change the value; they only ever appear
-    # where the output says null, so the (slower) search runs only then.
-    if b"null" in data and _has_nonfinite(value):
+    # where the output says null, so the (slower) search runs only then, and not when every null of the output
+    # is a top-level None (each None is one null; a NaN, a nested None or "null" in a string adds one more).
+    if b"null" in data and not _only_top_level_nulls(value, data) and _has_nonfinite(value):
         path, reason = _find_bad(value, "")
         where = (what + path).lstrip(".")
         raise SerializationError(f"{where or 'value'} cannot be stored as JSON: {reason}", path=where)
     return data
+
+
+def _only_top_level_nulls(value: Any, data: bytes) -> bool:
+    """True if ``data`` (``value`` encoded) says ``null`` exactly as often as ``value``, a dict, has None values."""
+    if type(value) is not dict:
+        return False
+    nones = 0
+    for item in value.values():
+        if item is None:
+            nones += 1
+    return data.count(b"null") == nones
 
 
 def _has_nonfinite(value: Any) -> bool:

@@ -280,6 +280,17 @@ class SessionRecord:
         chosen[-1] += b"]}"
         return b",".join(chosen)
 
+    def parts(self, *, include_runs: bool = True) -> tuple[bytes, list[tuple[str, bytes]] | None]:
+        """The session as ``(document without runs, [(run_id, run bytes)] or None)``, for readers that decode
+        runs one at a time (the Agno adapter). ``None`` when the session has no runs list or ``include_runs`` is
+        false; the first part then is what :meth:`doc_bytes` returns. The run bytes are the stored (immutable)
+        objects, not copies.
+        """
+        head = self.doc_bytes(include_runs=False)
+        if not include_runs or self.runs is None:
+            return head, None
+        return head, list(self.runs.items())
+
     def to_dict(self, runs_limit: int | None = None, *, include_runs: bool = True) -> dict[str, Any]:
         """A fresh decoded copy of the session (never aliases stored state)."""
         doc: dict[str, Any] = orjson.loads(self.doc_bytes(runs_limit, include_runs=include_runs))

@@ -28,7 +28,7 @@ from typing import Any, Self, Unpack
 from aiomemdb import _exit
 from aiomemdb._async import AsyncInMemoryDb, SessionFn, SortBy, SortOrder, StoreOptions
 from aiomemdb._async_records import doc
-from aiomemdb._async_sessions import _list, _session_id_of
+from aiomemdb._async_sessions import SessionParts, _list, _session_id_of, list_parts, parts
 from aiomemdb._codec import check_id
 from aiomemdb._exceptions import ClosedError, ValidationError
 from aiomemdb._kernel import Query, check_ids, check_limit, check_optional_str
@@ -170,6 +170,28 @@ class InMemoryDb(RecordsMethods):
         finally:
             d.leave()
         return [doc(raw) for raw in page_docs], total
+
+    def _session_parts(self, session_id: str, *, user_id: str | None = None) -> SessionParts | None:
+        """See :meth:`AsyncInMemoryDb._session_parts`."""
+        d = self._d
+        d.enter()
+        try:
+            check_optional_str(user_id, "user_id")
+            check_id(session_id, what="session_id")
+            raw = d.call(ops.get_session_parts, session_id, user_id)
+        finally:
+            d.leave()
+        return parts(raw) if raw is not None else None
+
+    def _page_parts(self, q: Query) -> tuple[list[SessionParts], int]:
+        """See :meth:`AsyncInMemoryDb._page_parts`."""
+        d = self._d
+        d.enter()
+        try:
+            page_parts, total = d.call(list_parts, q)
+        finally:
+            d.leave()
+        return [parts(raw) for raw in page_parts], total
 
     def get_all_sessions(self, user_id: str | None = None) -> list[dict[str, Any]]:
         """See :meth:`AsyncInMemoryDb.get_all_sessions`."""

@@ -20,6 +20,7 @@ pytest.importorskip("agno", reason="agno is not installed (pip install 'aiomemdb
 from agno.agent import Agent
 from agno.models.message import Message
 from agno.run.agent import RunOutput
+from agno.run.team import TeamRunOutput
 from agno.session import AgentSession
 from agno.session.summary import SessionSummary
 from pydantic import BaseModel
@@ -95,7 +96,19 @@ def mutate_everything(session: AgentSession) -> None:
 
 def assert_distinct(results: list[Any], at_least: int = 30) -> None:
     """No mutable object is reachable from two of ``results`` (they are all alive, so ids are not reused), and
-    each reaches ``at_least`` of them (so the walk did get into the runs, messages and metrics)."""
+    each reaches ``at_least`` of them (so the walk did get into the runs, messages and metrics).
+
+    Checked twice: as returned (a history run nobody has read yet holds only its immutable stored bytes), then
+    after every run of every result has been read (built), so the walk reaches their messages and metrics."""
+    _assert_distinct(results, at_least=1)
+    for result in results:
+        for part in mutable_parts(result):
+            if isinstance(part, RunOutput | TeamRunOutput):
+                assert part.messages is not None or part.content is not None  # reading a field builds the run
+    _assert_distinct(results, at_least)
+
+
+def _assert_distinct(results: list[Any], at_least: int) -> None:
     seen: dict[int, int] = {}
     for index, result in enumerate(results):
         parts = mutable_parts(result)

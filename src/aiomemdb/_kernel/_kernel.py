@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiomemdb._codec import SESSIONS
 from aiomemdb._exceptions import ClosedError, ConflictError, NotFoundError, OwnershipError, ValidationError
@@ -35,6 +35,7 @@ __all__ = ["CommitGuard", "FlushTicket", "JournalSink", "Kernel", "LoadTicket", 
 
 Key = tuple[str, str]
 EventSink = Callable[[str, dict[str, Any]], None]
+T = TypeVar("T")
 
 
 class NeedsLoad(Exception):
@@ -371,6 +372,10 @@ class Kernel:
 
     def list_sessions(self, q: Query) -> tuple[list[bytes], int]:
         """The encoded page of a query and the total count; raises NeedsLoad for evicted members."""
+        return self.render_page(q, lambda rec: rec.doc_bytes(include_runs=q.include_runs))
+
+    def render_page(self, q: Query, render: Callable[[SessionRecord], T]) -> tuple[list[T], int]:
+        """The page of a query, each member rendered under the lock by ``render``, and the total count."""
         with self.lock:
             chosen, total = select(q, self.sessions, self.index)
             evicted = [(SESSIONS, r.session_id) for r in chosen if not r.resident]
@@ -378,7 +383,7 @@ class Kernel:
                 raise NeedsLoad(evicted)
             for rec in chosen:
                 self.res.touch(rec.session_id)
-            return [r.doc_bytes(include_runs=q.include_runs) for r in chosen], total
+            return [render(r) for r in chosen], total
 
     # -- introspection ---------------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ __all__ = [
     "get_record",
     "get_run",
     "get_session",
+    "get_session_parts",
     "list_records",
     "put_records",
     "read_for_update",
@@ -55,6 +56,18 @@ def get_session(k: Kernel, sid: str, user_id: str | None, runs_limit: int | None
             return None
         k.res.touch(sid)
         return rec.doc_bytes(runs_limit)
+
+
+def get_session_parts(
+    k: Kernel, sid: str, user_id: str | None, fetched: Fetched
+) -> tuple[bytes, list[tuple[str, bytes]] | None] | None:
+    """The session as ``SessionRecord.parts()`` (document without runs, each run's bytes), or None."""
+    with k.lock:
+        rec = k.visible(sid, user_id, fetched, payload=True)
+        if rec is None:
+            return None
+        k.res.touch(sid)
+        return rec.parts()
 
 
 def get_run(k: Kernel, sid: str, run_id: str, user_id: str | None, fetched: Fetched) -> bytes | None:

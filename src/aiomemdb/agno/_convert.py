@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+import orjson
 from agno.db.base import SessionType
 from agno.db.in_memory.utils import apply_sorting
 from agno.session import AgentSession, TeamSession, WorkflowSession
@@ -20,12 +21,18 @@ from aiomemdb.agno import _deferred as deferred
 __all__ = [
     "now",
     "paginate",
+    "rows_of",
     "run_to_dict",
+    "session_from_parts",
     "session_row",
     "session_type_value",
+    "sort_parts",
     "sort_rows",
     "to_session",
 ]
+
+#: A session row (a fresh decode, without runs) and each run's stored ``(run_id, JSON bytes)`` (None: no list).
+Parts = tuple[dict[str, Any], list[tuple[str, bytes]] | None]
 
 T = TypeVar("T")
 
@@ -101,6 +108,28 @@ def to_session(session_type: Any, doc: dict[str, Any]) -> Any:
     """A stored session dict (a fresh decode only the caller holds) as agno's Session class (chosen by
     ``session_type``, else detected); an agent session's runs are built on first use (:mod:`._deferred`)."""
     return deferred.to_session(session_type, doc)
+
+
+#: A session given as the store's parts as agno's Session class; an agent session's runs are decoded and built on
+#: first use (:mod:`._deferred`). (The function itself, not a wrapper: it is most of a session read.)
+session_from_parts = deferred.session_from_parts
+
+
+def rows_of(parts: Parts) -> dict[str, Any]:
+    """The session dict of the store's parts: the row, with its runs decoded (each decode the caller's own)."""
+    row, runs = parts
+    if runs is not None:
+        row["runs"] = [orjson.loads(raw) for _, raw in runs]
+    return row
+
+
+def sort_parts(
+    found: list[Parts], sort_by: str | None, sort_order: str | None, limit: int | None, page: int | None
+) -> list[Parts]:
+    """:func:`sort_rows` then :func:`paginate`, of sessions given as parts (sorted by their rows)."""
+    runs_of = {id(row): runs for row, runs in found}
+    ordered = sort_rows([row for row, _ in found], sort_by, sort_order)
+    return [(row, runs_of[id(row)]) for row in paginate(ordered, limit, page)]
 
 
 def sort_rows(rows: list[dict[str, Any]], sort_by: str | None, sort_order: str | None) -> list[dict[str, Any]]:

@@ -17,13 +17,16 @@ from agno.db.base import SessionType
 from agno.db.utils import filter_context_runs
 
 from aiomemdb import ConflictError, OwnershipError
+from aiomemdb._async_sessions import SessionParts
+from aiomemdb._kernel import Query
 from aiomemdb.agno._convert import (
-    paginate,
+    rows_of,
     run_to_dict,
+    session_from_parts,
     session_row,
     session_runs,
     session_type_value,
-    sort_rows,
+    sort_parts,
     to_session,
 )
 from aiomemdb.agno._rows import CoreSort, core_sort
@@ -52,6 +55,10 @@ class Sessions:
         ``runs_limit`` keeps only the last N context-relevant runs (agno's ``filter_context_runs``).
         """
         if runs_limit is None:
+            if deserialize:
+                # the row decoded, each run's bytes kept: a run is decoded when the reader looks into it
+                found = self._store._session_parts(session_id, user_id=user_id)
+                return session_from_parts(session_type, *found) if found is not None else None
             doc = self._store.get_session(session_id, user_id=user_id)
         else:
             doc = self._context_window(session_id, user_id, runs_limit)
@@ -106,8 +113,8 @@ class Sessions:
 
         def rows_by(
             by: CoreSort, order: Literal["asc", "desc"], n: int | None, page_no: int | None
-        ) -> tuple[list[dict[str, Any]], int]:
-            return self._store.get_sessions(
+        ) -> tuple[list[SessionParts], int]:
+            q = Query.build(
                 user_id=user_id, agent_id=component_id if stype == "agent" else None,
                 team_id=component_id if stype == "team" else None,
                 workflow_id=component_id if stype == "workflow" else None,
@@ -115,21 +122,23 @@ class Sessions:
                 start_timestamp=start_timestamp, end_timestamp=end_timestamp, sort_by=by, sort_order=order,
                 limit=n, page=page_no if n is not None else None, include_runs=include_runs,
             )  # fmt: skip
+            return self._store._page_parts(q)
 
         if sort_by is None:
             # agno lists in insertion order; creation order is the stored equivalent.
-            rows, total = rows_by("created_at", "asc", limit, page)
+            found, total = rows_by("created_at", "asc", limit, page)
         elif core_sort(sort_by):
-            rows, total = rows_by(sort_by, "asc" if sort_order == "asc" else "desc", limit, page)
+            found, total = rows_by(sort_by, "asc" if sort_order == "asc" else "desc", limit, page)
         else:
-            rows, total = rows_by("created_at", "asc", None, None)
-            rows = paginate(sort_rows(rows, sort_by, sort_order), limit, page)
+            found, total = rows_by("created_at", "asc", None, None)
+            found = sort_parts(found, sort_by, sort_order, limit, page)
         if not include_runs:
-            for row in rows:
+            for row, _ in found:
                 row["runs"] = None
         if not deserialize:
-            return rows, total
-        return [to_session(session_type, row) for row in rows]
+            return [rows_of(part) for part in found], total
+        # each row decoded; a session's runs are decoded when the reader looks into them
+        return [session_from_parts(session_type, row, runs) for row, runs in found]
 
     # -- writes ------------------------------------------------------------------------------------------------
 
@@ -158,11 +167,10 @@ class Sessions:
                 stored = self._store.upsert_session(
                     full, expected_version=1, preserve_updated_at=True, include_runs=False
                 )
-        stored.pop("runs", None)
         if not deserialize:
             stored["runs"] = [run_to_dict(r) for r in runs]
             return stored
-        result = to_session(None, stored)
+        result = session_from_parts(None, stored, None)  # the row only: a fresh decode, no runs
         # the caller's own run objects, as agno returns them (rebuilding every run on each save would cost more)
         result.runs = session.runs if not isinstance(session, dict) else result.runs
         return result
@@ -212,15 +220,18 @@ class Sessions:
 
     def get_all_sessions(self, user_id: str | None = None, entity_id: str | None = None) -> list[Any]:
         """Every session (of ``user_id`` / agent, team or workflow ``entity_id``), most recently updated first."""
-        rows, _ = self._store.get_sessions(user_id=user_id, component_id=entity_id)
-        return [to_session(None, row) for row in rows]
+        found, _ = self._store._page_parts(
+            Query.build(user_id=user_id, component_id=entity_id, limit=None, page=None, sort_order="desc")
+        )
+        return [session_from_parts(None, row, runs) for row, runs in found]
 
     def get_recent_sessions(
         self, user_id: str | None = None, entity_id: str | None = None, limit: int | None = 2
     ) -> list[Any]:
         """The ``limit`` most recently updated sessions; among equal ``updated_at`` the later write first."""
-        rows, _ = self._store.get_sessions(user_id=user_id, component_id=entity_id, limit=limit)
-        return [to_session(None, row) for row in rows]
+        q = Query.build(user_id=user_id, component_id=entity_id, limit=limit, page=None, sort_order="desc")
+        found, _ = self._store._page_parts(q)
+        return [session_from_parts(None, row, runs) for row, runs in found]
 
     def drop(self) -> None:
         """Delete every session and every other record of this database."""
