@@ -72,7 +72,8 @@ class LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.loop.set_default_executor(ExitSafeExecutor(thread_name_prefix="aiomemdb-io"))
+        self._executor = ExitSafeExecutor(thread_name_prefix="aiomemdb-io")
+        self.loop.set_default_executor(self._executor)
         self.stopped = False
         started = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(started,), name="aiomemdb-portal", daemon=True)
@@ -92,7 +93,10 @@ class LoopThread:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
+            # Not loop.shutdown_default_executor(): it starts a thread to join the pool, which Python 3.12+
+            # refuses once the interpreter is shutting down (this runs at exit too). Joining the pool here, on
+            # the loop's own thread after the loop stopped, blocks nothing else.
+            self._executor.shutdown(wait=True)
             loop.close()
 
     def on_loop(self) -> bool:
