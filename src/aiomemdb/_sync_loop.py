@@ -17,11 +17,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from aiomemdb._exceptions import ClosedError
+
+logger = logging.getLogger("aiomemdb")
 
 __all__ = ["DEADLOCK", "ExitSafeExecutor", "LoopThread"]
 
@@ -88,10 +91,13 @@ class LoopThread:
         try:
             loop.run_forever()
         finally:
-            pending = asyncio.all_tasks(loop)
+            pending = list(asyncio.all_tasks(loop))
             for task in pending:
                 task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            outcomes = loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            for task, outcome in zip(pending, outcomes, strict=True):
+                if isinstance(outcome, Exception):  # not a CancelledError: a task failed as the loop stopped
+                    logger.error("aiomemdb: %r failed as its loop stopped", task, exc_info=outcome)
             loop.run_until_complete(loop.shutdown_asyncgens())
             # Not loop.shutdown_default_executor(): it starts a thread to join the pool, which Python 3.12+
             # refuses once the interpreter is shutting down (this runs at exit too). Joining the pool here, on
