@@ -10,8 +10,10 @@ import asyncio
 import errno
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from aiomemdb import AsyncInMemoryDb, DirectoryPersistence
 from aiomemdb._io import _journal
 from aiomemdb.persistence import Changeset, Key, Persistence, Snapshot
 
@@ -102,3 +104,24 @@ def disk_full() -> Iterator[None]:
         yield
     finally:
         _journal._write = saved
+
+
+async def yield_many(n: int = 50) -> None:
+    """Let every ready task run (no clock involved)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def two_closes_held_at_the_final_flush(
+    root: Path,
+) -> tuple[AsyncInMemoryDb, Faulty, Gate, asyncio.Task[None], asyncio.Task[None]]:
+    """A store with one dirty session and two concurrent ``aclose()`` calls, the first held at its final save."""
+    storage = Faulty(DirectoryPersistence(root, fsync=False))
+    db = AsyncInMemoryDb(persistence=storage, durability="manual")
+    await db.upsert_session({"session_id": "a"})
+    gate = storage.save_gate = Gate()
+    first = asyncio.create_task(db.aclose())
+    await gate.entered.wait()
+    second = asyncio.create_task(db.aclose())
+    await yield_many()
+    return db, storage, gate, first, second

@@ -18,17 +18,13 @@ from aiomemdb import AsyncInMemoryDb, ClosedError, DirectoryPersistence
 from aiomemdb._io._journal import Journal
 from aiomemdb._kernel import _storage
 
-from ._faults import Faulty, Gate
+from ._faults import Faulty, Gate, two_closes_held_at_the_final_flush, yield_many
 
 
 def run_ids(session: dict[str, Any] | None) -> list[str]:
     assert session is not None
     return [r["run_id"] for r in session["runs"]]
 
-
-async def yield_many(n: int = 50) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 async def evicted_store(root: Path, **options: Any) -> tuple[AsyncInMemoryDb, Faulty]:
@@ -134,14 +130,7 @@ async def test_bug_d_cancelling_one_close_caller_does_not_cancel_the_shared_clos
     """Two concurrent aclose() calls; one caller is cancelled while the final flush writes. The close goes on:
     the other caller returns once it is complete, the store is closed (not reopened) and the data is stored."""
     root = tmp_path / "store"
-    storage = Faulty(DirectoryPersistence(root, fsync=False))
-    db = AsyncInMemoryDb(persistence=storage, durability="manual")
-    await db.upsert_session({"session_id": "a"})
-    gate = storage.save_gate = Gate()
-    first = asyncio.create_task(db.aclose())
-    await gate.entered.wait()
-    second = asyncio.create_task(db.aclose())
-    await yield_many()
+    db, storage, gate, first, second = await two_closes_held_at_the_final_flush(root)
     victim, survivor = (first, second) if cancel == "first" else (second, first)
     victim.cancel()
     await yield_many()

@@ -18,7 +18,7 @@ import pytest
 from aiomemdb import AiomemdbError, AsyncInMemoryDb, ClosedError, DirectoryPersistence, PersistenceError
 from aiomemdb._io._journal import Journal
 
-from ._faults import Faulty, Gate
+from ._faults import Faulty, two_closes_held_at_the_final_flush, yield_many
 
 
 class FakeClock:
@@ -33,11 +33,6 @@ def stored_ids(root: Path) -> set[str]:
     folder = root / "v1" / "sessions"
     return {p.stem for p in folder.glob("*.json")} if folder.exists() else set()
 
-
-async def yield_many(n: int = 50) -> None:
-    """Let every ready task run (no clock involved)."""
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 # -- 8. aclose ----------------------------------------------------------------------------------------------------
@@ -64,14 +59,7 @@ async def test_scenario_08_close_right_after_a_write_that_woke_the_flusher_retur
 async def test_scenario_08_a_second_concurrent_close_waits_for_the_first_to_flush(tmp_path: Path) -> None:
     """A second aclose() while the first is flushing returns only once the data is in storage."""
     root = tmp_path / "store"
-    storage = Faulty(DirectoryPersistence(root, fsync=False))
-    db = AsyncInMemoryDb(persistence=storage, durability="manual")
-    await db.upsert_session({"session_id": "a"})
-    gate = storage.save_gate = Gate()
-    first = asyncio.create_task(db.aclose())
-    await gate.entered.wait()
-    second = asyncio.create_task(db.aclose())
-    await yield_many()
+    db, _storage, gate, first, second = await two_closes_held_at_the_final_flush(root)
     assert not second.done()
     gate.release.set()
     await asyncio.gather(first, second)
