@@ -17,7 +17,10 @@ from typing import Any
 
 import pytest
 
-from aiomemdb import AsyncInMemoryDb, ClosedError, DirectoryPersistence, InMemoryDb
+from aiomemdb import AsyncInMemoryDb, ClosedError, DirectoryPersistence, InMemoryDb, PersistenceError
+from aiomemdb.persistence import Changeset
+
+from ._faults import Faulty
 
 # Core names whose blocking twin has another name; everything else keeps its name.
 RENAMED = {"aclose": "close", "__aenter__": "__enter__", "__aexit__": "__exit__"}
@@ -408,6 +411,111 @@ def test_calls_racing_close_either_land_or_raise_closed_error(tmp_path: Path) ->
     with InMemoryDb(persistence=DirectoryPersistence(tmp_path, fsync=False)) as again:
         stored = {s["session_id"] for s in again.get_all_sessions()}
     assert stored == {sid for w in written for sid in w}
+
+
+class _HeldFinalFlush(Faulty):
+    """Saves pause (on the loop thread) once ``hold`` is set, until the test thread sets ``release``."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(DirectoryPersistence(root, fsync=False))
+        self.hold = False
+        self.saving = threading.Event()
+        self.release = threading.Event()
+
+    async def save(self, changeset: Changeset) -> Any:
+        if self.hold:
+            self.saving.set()
+            await asyncio.to_thread(self.release.wait, 60)
+        return await super().save(changeset)
+
+
+@pytest.mark.timeout(60)
+def test_reads_during_close_raise_closed_error_and_start_no_load(tmp_path: Path) -> None:
+    """Reads pass no gate while the store is open; once close has begun every read raises ClosedError, and a lazy
+    miss starts no load on the closing store. A close whose final flush fails leaves the store readable again."""
+    with InMemoryDb(persistence=DirectoryPersistence(tmp_path, fsync=False)) as seed:
+        seed.upsert_session({"session_id": "old", "session_data": {"n": 0}})
+    held = _HeldFinalFlush(tmp_path)
+    db = InMemoryDb(persistence=held, lazy=True, durability="manual")
+    db.upsert_session({"session_id": "s", "session_data": {"n": 1}})
+    db.put_record("memories", "m", {"memory_id": "m"})
+    held.hold, held.fail_saves = True, 1
+    failed: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            db.close()
+        except BaseException as exc:
+            failed.append(exc)
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    assert held.saving.wait(30)  # close is in its final flush
+    loads = held.loads
+    reads: list[Callable[[], object]] = [
+        lambda: db.get_session("s"), lambda: db.get_session("old"), lambda: db.get_run("s", "r"),
+        lambda: db.get_sessions(), lambda: db.get_record("memories", "m"), lambda: db.get_record("memories", "x"),
+    ]  # fmt: skip
+    for read in reads:
+        with pytest.raises(ClosedError):
+            read()
+    assert held.loads == loads  # no lazy load was started on the closing store
+    held.hold = False
+    held.release.set()
+    closer.join(30)
+    assert [type(e) for e in failed] == [PersistenceError]  # the injected failure: the store is open again
+    assert db.get_session("s")["session_data"] == {"n": 1}  # type: ignore[index]
+    assert db.get_session("old")["session_data"] == {"n": 0}  # type: ignore[index]  # loaded now
+    assert held.loads == loads + 1
+    db.close()
+    for read in reads:
+        with pytest.raises(ClosedError):
+            read()
+    with InMemoryDb(persistence=DirectoryPersistence(tmp_path, fsync=False)) as again:
+        assert {s["session_id"] for s in again.get_all_sessions()} == {"old", "s"}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("bounded", [False, True])
+def test_reads_racing_close_return_the_session_or_raise_closed_error(tmp_path: Path, bounded: bool) -> None:
+    """Readers in four threads while another closes: each read returns the stored session, whole, or raises
+    ClosedError; after close returns, every read raises. (A bounded store's reads move its LRU: guarded.)"""
+    options: dict[str, Any] = {"max_sessions": 8} if bounded else {}
+    db = InMemoryDb(persistence=DirectoryPersistence(tmp_path, fsync=False), **options)
+    for i in range(16):
+        db.upsert_session({"session_id": f"s{i}", "session_data": {"i": i}, "runs": [{"run_id": "r", "i": i}]})
+    db.flush()  # a bounded store evicts clean sessions: reads of evicted ones load (through the gate)
+    started = threading.Barrier(5)
+    closed = threading.Event()
+    after_close: list[str] = []
+
+    def reader(t: int) -> Callable[[], None]:
+        def run() -> None:
+            started.wait()
+            for k in range(1_000_000):
+                i = (t + k) % 16
+                try:
+                    got = db.get_session(f"s{i}")
+                except ClosedError:
+                    return
+                if closed.is_set():
+                    after_close.append(f"s{i}")
+                assert got is not None
+                assert got["session_data"] == {"i": i}
+                assert got["runs"] == [{"run_id": "r", "i": i}]
+
+        return run
+
+    def closer() -> None:
+        started.wait()
+        db.close()
+        closed.set()
+
+    assert run_threads([reader(t) for t in range(4)] + [closer]) == []
+    # a read admitted just before close may return once close has returned, but none may begin after it
+    assert len(after_close) <= 4
+    with pytest.raises(ClosedError):
+        db.get_session("s0")
 
 
 def test_with_block_closes_the_store() -> None:

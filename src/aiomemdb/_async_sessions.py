@@ -9,33 +9,21 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from aiomemdb._async_records import doc as _doc
 from aiomemdb._codec import SESSIONS, check_id
 from aiomemdb._exceptions import ConflictError, OwnershipError, ValidationError
 from aiomemdb._io._runtime import Runtime
 from aiomemdb._kernel import Kernel, Query, SortBy, SortOrder, check_ids, check_limit, check_optional_str
 from aiomemdb._kernel import _ops as ops
-from aiomemdb._record import SessionRecord
+from aiomemdb._record import RawParts, SessionParts, SessionRecord, decode_parts
 from aiomemdb.persistence._base import Persistence
 
-__all__ = ["SessionFn", "SessionParts", "SessionsApi", "list_parts", "parts"]
+__all__ = ["SessionFn", "SessionParts", "SessionsApi", "list_parts"]
 
-#: A session without its runs (a fresh decode) and each run's stored JSON bytes (None: no runs list).
-SessionParts = tuple[dict[str, Any], list[tuple[str, bytes]] | None]
 SessionFn = Callable[[dict[str, Any] | None], "dict[str, Any] | Awaitable[dict[str, Any] | None] | None"]
 
 
-def parts(raw: tuple[bytes, list[tuple[str, bytes]] | None]) -> SessionParts:
-    """Decode the session part of ``SessionRecord.parts()``; the run bytes stay encoded."""
-    head: dict[str, Any] = orjson.loads(raw[0])
-    return head, raw[1]
-
-
-def list_parts(
-    k: Kernel, q: Query, fetched: frozenset[tuple[str, str]]
-) -> tuple[list[tuple[bytes, list[tuple[str, bytes]] | None]], int]:
+def list_parts(k: Kernel, q: Query, fetched: frozenset[tuple[str, str]]) -> tuple[list[RawParts], int]:
     return k.render_page(q, lambda rec: rec.parts(include_runs=q.include_runs))
 
 
@@ -131,20 +119,20 @@ class SessionsApi:
         return [_doc(raw) for raw in page_docs], total
 
     async def _session_parts(self, session_id: str, *, user_id: str | None = None) -> SessionParts | None:
-        """``(session without runs, [each run's JSON bytes] or None)``, or ``None``: for readers that decode
+        """``(session without runs, {run_id: run JSON bytes} or None)``, or ``None``: for readers that decode
         runs one at a time, on first use (the Agno adapter). The dict is a fresh decode; the bytes are immutable.
         """
         await self._rt.ready()
         check_optional_str(user_id, "user_id")
         check_id(session_id, what="session_id")
         raw = await self._rt.call(ops.get_session_parts, session_id, user_id)
-        return parts(raw) if raw is not None else None
+        return decode_parts(raw) if raw is not None else None
 
     async def _page_parts(self, q: Query) -> tuple[list[SessionParts], int]:
         """:meth:`get_sessions` of a built query, each session as :meth:`_session_parts` gives it."""
         await self._rt.ready()
         page_parts, total = await self._rt.call(list_parts, q)
-        return [parts(raw) for raw in page_parts], total
+        return [decode_parts(raw) for raw in page_parts], total
 
     async def get_all_sessions(self, user_id: str | None = None) -> list[dict[str, Any]]:
         """Every session (of ``user_id``, if given), most recently updated first."""

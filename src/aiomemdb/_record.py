@@ -26,7 +26,7 @@ import orjson
 from aiomemdb._codec import check_id, dumps
 from aiomemdb._exceptions import CorruptDataError, ValidationError
 
-__all__ = ["STORE_FIELDS", "SessionRecord", "encode_record", "record_owner"]
+__all__ = ["STORE_FIELDS", "RawParts", "SessionParts", "SessionRecord", "decode_parts", "encode_record", "record_owner"]
 
 #: Fields the store owns: it sets them on every write and strips them from what callers pass.
 STORE_FIELDS = ("created_at", "updated_at", "version")
@@ -123,6 +123,25 @@ def _run_id(run: Any, where: str) -> str:
     if type(run) is not dict and not isinstance(run, Mapping):
         raise ValidationError(f"{where} must be a dict, got {type(run).__name__}")
     return check_id(run.get("run_id"), what=f"{where}.run_id")
+
+
+#: What :meth:`SessionRecord.parts` returns: ``(head, created_at, updated_at, version, runs_key, runs)``.
+RawParts = tuple[bytes, int, int, int, bool, dict[str, bytes] | None]
+#: A session without its runs (a fresh decode) and ``{run_id: run bytes}`` (None: no runs list, or not asked for).
+SessionParts = tuple[dict[str, Any], dict[str, bytes] | None]
+
+
+def decode_parts(raw: RawParts) -> SessionParts:
+    """The session of :meth:`SessionRecord.parts` as a fresh dict without runs (equal to decoding
+    ``doc_bytes(include_runs=False)``: the same keys in the same order) and the run bytes, still encoded."""
+    head_bytes, created_at, updated_at, version, runs_key, runs = raw
+    head: dict[str, Any] = orjson.loads(head_bytes)
+    head["created_at"] = created_at
+    head["updated_at"] = updated_at
+    head["version"] = version
+    if runs_key:
+        head["runs"] = None
+    return head, runs
 
 
 def encode_record(record: Any, *, what: str) -> bytes:
@@ -280,16 +299,16 @@ class SessionRecord:
         chosen[-1] += b"]}"
         return b",".join(chosen)
 
-    def parts(self, *, include_runs: bool = True) -> tuple[bytes, list[tuple[str, bytes]] | None]:
-        """The session as ``(document without runs, [(run_id, run bytes)] or None)``, for readers that decode
-        runs one at a time (the Agno adapter). ``None`` when the session has no runs list or ``include_runs`` is
-        false; the first part then is what :meth:`doc_bytes` returns. The run bytes are the stored (immutable)
-        objects, not copies.
+    def parts(self, *, include_runs: bool = True) -> RawParts:
+        """The session in pieces, for readers that decode runs one at a time (the Agno adapter): the stored head
+        (the document without timestamps, version and runs), ``created_at``, ``updated_at``, ``version``,
+        whether the document has a ``runs`` key, and ``{run_id: run bytes}`` (a copy of the mapping; the bytes
+        are the stored immutable objects) or ``None`` when the session has no runs list or ``include_runs`` is
+        false. :func:`decode_parts` turns the first five into what :meth:`doc_bytes` with ``include_runs=False``
+        decodes to, without assembling those bytes.
         """
-        head = self.doc_bytes(include_runs=False)
-        if not include_runs or self.runs is None:
-            return head, None
-        return head, list(self.runs.items())
+        runs = self.runs.copy() if include_runs and self.runs is not None else None
+        return self.head, self.created_at, self.updated_at, self.version, self.runs_key, runs
 
     def to_dict(self, runs_limit: int | None = None, *, include_runs: bool = True) -> dict[str, Any]:
         """A fresh decoded copy of the session (never aliases stored state)."""

@@ -28,12 +28,12 @@ from typing import Any, Self, Unpack
 from aiomemdb import _exit
 from aiomemdb._async import AsyncInMemoryDb, SessionFn, SortBy, SortOrder, StoreOptions
 from aiomemdb._async_records import doc
-from aiomemdb._async_sessions import SessionParts, _list, _session_id_of, list_parts, parts
+from aiomemdb._async_sessions import _list, _session_id_of, list_parts
 from aiomemdb._codec import check_id
 from aiomemdb._exceptions import ClosedError, ValidationError
 from aiomemdb._kernel import Query, check_ids, check_limit, check_optional_str
 from aiomemdb._kernel import _ops as ops
-from aiomemdb._record import SessionRecord
+from aiomemdb._record import SessionParts, SessionRecord, decode_parts
 from aiomemdb._stats import FlushReport, Stats
 from aiomemdb._sync_driver import FORKED, Lifecycle, SyncDriver
 from aiomemdb._sync_records import RecordsMethods
@@ -114,28 +114,18 @@ class InMemoryDb(RecordsMethods):
         self, session_id: str, *, user_id: str | None = None, runs_limit: int | None = None
     ) -> dict[str, Any] | None:
         """See :meth:`AsyncInMemoryDb.get_session`."""
-        d = self._d
-        d.enter()
-        try:
-            check_optional_str(user_id, "user_id")
-            check_id(session_id, what="session_id")
-            check_limit(runs_limit, "runs_limit")
-            raw = d.call(ops.get_session, session_id, user_id, runs_limit)
-        finally:
-            d.leave()
+        check_optional_str(user_id, "user_id")
+        check_id(session_id, what="session_id")
+        check_limit(runs_limit, "runs_limit")
+        raw = self._d.read(ops.get_session, session_id, user_id, runs_limit)
         return doc(raw) if raw is not None else None
 
     def get_run(self, session_id: str, run_id: str, *, user_id: str | None = None) -> dict[str, Any] | None:
         """See :meth:`AsyncInMemoryDb.get_run`."""
-        d = self._d
-        d.enter()
-        try:
-            check_optional_str(user_id, "user_id")
-            check_id(session_id, what="session_id")
-            check_id(run_id, what="run_id")
-            raw = d.call(ops.get_run, session_id, run_id, user_id)
-        finally:
-            d.leave()
+        check_optional_str(user_id, "user_id")
+        check_id(session_id, what="session_id")
+        check_id(run_id, what="run_id")
+        raw = self._d.read(ops.get_run, session_id, run_id, user_id)
         return doc(raw) if raw is not None else None
 
     def get_sessions(
@@ -157,41 +147,26 @@ class InMemoryDb(RecordsMethods):
         include_runs: bool = True,
     ) -> tuple[list[dict[str, Any]], int]:
         """See :meth:`AsyncInMemoryDb.get_sessions`."""
-        d = self._d
-        d.enter()
-        try:
-            q = Query.build(
-                user_id=user_id, agent_id=agent_id, team_id=team_id, workflow_id=workflow_id,
-                component_id=component_id, session_type=session_type, session_name=session_name,
-                start_timestamp=start_timestamp, end_timestamp=end_timestamp, sort_by=sort_by,
-                sort_order=sort_order, limit=limit, page=page, include_runs=include_runs,
-            )  # fmt: skip
-            page_docs, total = d.call(_list, q)
-        finally:
-            d.leave()
+        q = Query.build(
+            user_id=user_id, agent_id=agent_id, team_id=team_id, workflow_id=workflow_id,
+            component_id=component_id, session_type=session_type, session_name=session_name,
+            start_timestamp=start_timestamp, end_timestamp=end_timestamp, sort_by=sort_by,
+            sort_order=sort_order, limit=limit, page=page, include_runs=include_runs,
+        )  # fmt: skip
+        page_docs, total = self._d.read(_list, q)
         return [doc(raw) for raw in page_docs], total
 
     def _session_parts(self, session_id: str, *, user_id: str | None = None) -> SessionParts | None:
         """See :meth:`AsyncInMemoryDb._session_parts`."""
-        d = self._d
-        d.enter()
-        try:
-            check_optional_str(user_id, "user_id")
-            check_id(session_id, what="session_id")
-            raw = d.call(ops.get_session_parts, session_id, user_id)
-        finally:
-            d.leave()
-        return parts(raw) if raw is not None else None
+        check_optional_str(user_id, "user_id")
+        check_id(session_id, what="session_id")
+        raw = self._d.read(ops.get_session_parts, session_id, user_id)
+        return decode_parts(raw) if raw is not None else None
 
     def _page_parts(self, q: Query) -> tuple[list[SessionParts], int]:
         """See :meth:`AsyncInMemoryDb._page_parts`."""
-        d = self._d
-        d.enter()
-        try:
-            page_parts, total = d.call(list_parts, q)
-        finally:
-            d.leave()
-        return [parts(raw) for raw in page_parts], total
+        page_parts, total = self._d.read(list_parts, q)
+        return [decode_parts(raw) for raw in page_parts], total
 
     def get_all_sessions(self, user_id: str | None = None) -> list[dict[str, Any]]:
         """See :meth:`AsyncInMemoryDb.get_all_sessions`."""

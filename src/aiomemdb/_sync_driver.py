@@ -114,6 +114,37 @@ class SyncDriver:
             kernel.deliver()
         return self.run(self.rt.call(fn, *args))
 
+    def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A read-only transaction, admitted without the gate while the store is open.
+
+        The gate exists so that close waits for writes in progress (each is in the final flush or raises). A
+        read changes nothing a flush writes, and close leaves memory as it is, so a read that races close
+        returns what it would have returned a moment earlier. What a read must not do is start I/O on a closing
+        store: when the kernel needs storage (a lazy miss, an evicted payload) the read passes the gate like any
+        call, and so does every call of a store that is not plainly open (closing, closed, forked, not started)
+        or made on the loop thread.
+        """
+        if self._closing or self.closed or self.rt.state != OPEN or self.loop.on_loop():
+            self.enter()
+            try:
+                return self.call(fn, *args)
+            finally:
+                self.leave()
+        kernel = self.kernel
+        try:
+            if self._guard_reads:
+                return GUARD.run(fn, kernel, *args, frozenset())  # type: ignore[no-any-return]
+            return fn(kernel, *args, frozenset())
+        except NeedsLoad:
+            pass
+        finally:
+            kernel.deliver()
+        self.enter()
+        try:
+            return self.run(self.rt.call(fn, *args))
+        finally:
+            self.leave()
+
     def write(self, sids: Sequence[str], fn: Callable[..., T], *args: Any) -> T:
         """A write; it waits (on the loop) for a read-modify-write holding any of ``sids``' locks."""
         locks = self.rt.locks

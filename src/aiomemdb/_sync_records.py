@@ -32,14 +32,9 @@ class RecordsMethods:
 
     def get_record(self, collection: str, record_id: str, *, user_id: str | None = None) -> dict[str, Any] | None:
         """See :meth:`AsyncInMemoryDb.get_record`."""
-        d = self._d
-        d.enter()
-        try:
-            check_optional_str(user_id, "user_id")
-            check_id(record_id, what="record_id")
-            raw = d.call(ops.get_record, _collection(collection), record_id, user_id)
-        finally:
-            d.leave()
+        check_optional_str(user_id, "user_id")
+        check_id(record_id, what="record_id")
+        raw = self._d.read(ops.get_record, _collection(collection), record_id, user_id)
         return doc(raw) if raw is not None else None
 
     def put_record(self, collection: str, record_id: str, record: Mapping[str, Any]) -> dict[str, Any]:

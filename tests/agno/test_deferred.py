@@ -220,7 +220,7 @@ def test_encoded_runs_are_dispatched_as_agnos_from_dict_does() -> None:
             assert type(run) is (RunOutput if "cancellation_stage" in data else DeferredRunOutput)
             assert run.to_dict() == RunOutput.from_dict(dict(data)).to_dict()
     head = {"session_id": "s", "agent_id": "x", "session_type": "agent"}
-    runs = [(d["run_id"], orjson.dumps(d)) for d, _ in cases]
+    runs = {d["run_id"]: orjson.dumps(d) for d, _ in cases}
     session = session_from_parts(None, dict(head), runs)
     expected = AgentSession.from_dict({**head, "runs": [dict(d) for d, _ in cases]})
     assert session is not None

@@ -17,7 +17,7 @@ from aiomemdb._codec import SESSIONS
 from aiomemdb._exceptions import CorruptDataError, ValidationError
 from aiomemdb._kernel._effects import Drop, Effect, SetRecord, SetRun, SetSession
 from aiomemdb._kernel._kernel import Kernel, Key, NeedsLoad
-from aiomemdb._record import SessionRecord
+from aiomemdb._record import RawParts, SessionRecord
 
 __all__ = [
     "adopt_storage_dict",
@@ -58,10 +58,8 @@ def get_session(k: Kernel, sid: str, user_id: str | None, runs_limit: int | None
         return rec.doc_bytes(runs_limit)
 
 
-def get_session_parts(
-    k: Kernel, sid: str, user_id: str | None, fetched: Fetched
-) -> tuple[bytes, list[tuple[str, bytes]] | None] | None:
-    """The session as ``SessionRecord.parts()`` (document without runs, each run's bytes), or None."""
+def get_session_parts(k: Kernel, sid: str, user_id: str | None, fetched: Fetched) -> RawParts | None:
+    """The session as ``SessionRecord.parts()`` (its head, stamps and each run's bytes), or None."""
     with k.lock:
         rec = k.visible(sid, user_id, fetched, payload=True)
         if rec is None:

@@ -16,6 +16,7 @@ from agno.db.base import SessionType
 from agno.db.in_memory.utils import apply_sorting
 from agno.session import AgentSession, TeamSession, WorkflowSession
 
+from aiomemdb._record import SessionParts
 from aiomemdb.agno import _deferred as deferred
 
 __all__ = [
@@ -31,8 +32,8 @@ __all__ = [
     "to_session",
 ]
 
-#: A session row (a fresh decode, without runs) and each run's stored ``(run_id, JSON bytes)`` (None: no list).
-Parts = tuple[dict[str, Any], list[tuple[str, bytes]] | None]
+#: A session row (a fresh decode, without runs) and ``{run_id: stored JSON bytes}`` (None: no list).
+Parts = SessionParts
 
 T = TypeVar("T")
 
@@ -119,7 +120,7 @@ def rows_of(parts: Parts) -> dict[str, Any]:
     """The session dict of the store's parts: the row, with its runs decoded (each decode the caller's own)."""
     row, runs = parts
     if runs is not None:
-        row["runs"] = [orjson.loads(raw) for _, raw in runs]
+        row["runs"] = [orjson.loads(raw) for raw in runs.values()]
     return row
 
 

@@ -275,7 +275,7 @@ def _agent_session(head: dict[str, Any]) -> AgentSession | None:
     return session
 
 
-def session_from_parts(session_type: Any, head: dict[str, Any], runs: list[tuple[str, bytes]] | None) -> Any:
+def session_from_parts(session_type: Any, head: dict[str, Any], runs: dict[str, bytes] | None) -> Any:
     """A stored session given as the store's parts (a fresh decode without runs, and each run's bytes) as the
     Session class :func:`to_session` picks; an agent session's runs stay encoded until read."""
     if session_type is None:
@@ -284,14 +284,14 @@ def session_from_parts(session_type: Any, head: dict[str, Any], runs: list[tuple
         agent = session_type == SessionType.AGENT
     if not agent:
         if runs is not None:
-            head["runs"] = [orjson.loads(raw) for _, raw in runs]
+            head["runs"] = [orjson.loads(raw) for raw in runs.values()]
         return deserialize_session(session_type, head)
     session = _agent_session(head)
     if session is None or runs is None:
         return session
     objects: list[Any] = []
     append = objects.append
-    for run_id, raw in runs:  # encoded_run, inlined for the common case: this loop is most of a session read
+    for run_id, raw in runs.items():  # encoded_run, inlined for the common case: this loop is most of a session read
         if raw.startswith(_RUN_ID_KEY) and raw.startswith(_AGENT_ID_NEXT, 11 + len(run_id)):
             run = _new(DeferredRunOutput)
             run.__dict__ = {"run_id": run_id, _RAW: raw}

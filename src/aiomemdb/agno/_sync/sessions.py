@@ -17,8 +17,8 @@ from agno.db.base import SessionType
 from agno.db.utils import filter_context_runs
 
 from aiomemdb import ConflictError, OwnershipError
-from aiomemdb._async_sessions import SessionParts
 from aiomemdb._kernel import Query
+from aiomemdb._record import SessionParts
 from aiomemdb.agno._convert import (
     rows_of,
     run_to_dict,
