@@ -291,10 +291,15 @@ def session_from_parts(session_type: Any, head: dict[str, Any], runs: dict[str, 
         return session
     objects: list[Any] = []
     append = objects.append
-    for run_id, raw in runs.items():  # encoded_run, inlined for the common case: this loop is most of a session read
-        if raw.startswith(_RUN_ID_KEY) and raw.startswith(_AGENT_ID_NEXT, 11 + len(run_id)):
+    # encoded_run, inlined for the common case: this loop is most of a session read. The slice comparisons are
+    # _is_agent_run's two startswith tests (a slice past the end is shorter, so it is unequal), ~30 ns less each;
+    # two attribute stores instead of a new __dict__ save another ~20 ns a run.
+    for run_id, raw in runs.items():
+        at = 11 + len(run_id)
+        if raw[:11] == _RUN_ID_KEY and raw[at : at + 13] == _AGENT_ID_NEXT:
             run = _new(DeferredRunOutput)
-            run.__dict__ = {"run_id": run_id, _RAW: raw}
+            run.run_id = run_id
+            run._aiomemdb_raw = raw  # type: ignore[attr-defined]  # _RAW: step 1 (see the module docstring)
             append(run)
         else:
             other = encoded_run(run_id, raw)
