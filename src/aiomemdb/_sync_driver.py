@@ -103,15 +103,10 @@ class SyncDriver:
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one kernel transaction here; if it needs storage, run it on the loop (fetch, then retry)."""
-        kernel = self.kernel
         try:
-            if self._guard_reads:
-                return GUARD.run(fn, kernel, *args, frozenset())  # type: ignore[no-any-return]
-            return fn(kernel, *args, frozenset())
+            return self._here(fn, *args)
         except NeedsLoad:
             pass
-        finally:
-            kernel.deliver()
         return self.run(self.rt.call(fn, *args))
 
     def read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -130,20 +125,25 @@ class SyncDriver:
                 return self.call(fn, *args)
             finally:
                 self.leave()
-        kernel = self.kernel
         try:
-            if self._guard_reads:
-                return GUARD.run(fn, kernel, *args, frozenset())  # type: ignore[no-any-return]
-            return fn(kernel, *args, frozenset())
+            return self._here(fn, *args)
         except NeedsLoad:
             pass
-        finally:
-            kernel.deliver()
         self.enter()
         try:
             return self.run(self.rt.call(fn, *args))
         finally:
             self.leave()
+
+    def _here(self, fn: Callable[..., T], *args: Any) -> T:
+        """The transaction in the calling thread (raises NeedsLoad if it needs storage); events delivered after."""
+        kernel = self.kernel
+        try:
+            if self._guard_reads:
+                return GUARD.run(fn, kernel, *args, frozenset())  # type: ignore[no-any-return]
+            return fn(kernel, *args, frozenset())
+        finally:
+            kernel.deliver()
 
     def write(self, sids: Sequence[str], fn: Callable[..., T], *args: Any) -> T:
         """A write; it waits (on the loop) for a read-modify-write holding any of ``sids``' locks."""
