@@ -49,15 +49,12 @@ Retries
     ``save()`` raises, the store keeps its data dirty and sends it again later.
 
 Names
-    S3 keys keep the first layout's names (:func:`aiomemdb._codec.object_name`): keys are byte strings that S3
-    compares exactly, so ``Ada``/``ada`` and NFC/NFD forms are already distinct keys; the case-folding names of
-    :mod:`aiomemdb.persistence._names` are for file systems.
+    Bucket and prefix checks and the record keys: :mod:`aiomemdb.persistence._s3_keys`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, Literal
@@ -65,7 +62,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from aiomemdb import _codec
 from aiomemdb._exceptions import CorruptDataError, PersistenceError, UnsafeStorageError, ValidationError
 from aiomemdb.persistence._base import Changeset, Key, Snapshot
-from aiomemdb.persistence._s3_probe import META_DIR, check_conditional_writes
+from aiomemdb.persistence._s3_keys import Keys, check_bucket, check_prefix, name_of
+from aiomemdb.persistence._s3_probe import check_conditional_writes
 from aiomemdb.persistence._s3_wire import Wire, load_deps
 from aiomemdb.persistence._s3_write import S3Writer
 
@@ -75,10 +73,6 @@ if TYPE_CHECKING:
 __all__ = ["S3Persistence"]
 
 logger = logging.getLogger("aiomemdb.s3")
-
-_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_IP_RE = re.compile(r"\d+\.\d+\.\d+\.\d+")
-
 
 class S3Persistence:
     """Persist each record as one S3 object, with conditional writes for multi-replica safety.
@@ -143,8 +137,8 @@ class S3Persistence:
         read_only: bool = False,
     ) -> None:
         self._deps = load_deps()
-        self.bucket = _check_bucket(bucket)
-        self.prefix = _check_prefix(prefix)
+        self.bucket = check_bucket(bucket)
+        self.prefix = check_prefix(prefix)
         if on_conflict not in ("merge", "raise"):
             raise ValidationError(f"on_conflict must be 'merge' or 'raise', got {on_conflict!r}")
         if max_concurrency < 1:
@@ -164,7 +158,8 @@ class S3Persistence:
         self.read_only = read_only
         self.conditional_writes: bool | None = None
         self.quarantined: list[tuple[str, str]] = []
-        self._root = f"{self.prefix}/v1/" if self.prefix else "v1/"
+        self._keys = Keys(self.bucket, self.prefix)
+        self._root = self._keys.root
         self._wire = Wire(
             self.bucket,
             max_concurrency=max_concurrency,
@@ -192,7 +187,7 @@ class S3Persistence:
         self._checked = False
         self._etags: dict[Key, str] = {}
         self._writer = S3Writer(
-            self._wire, self._etags, on_conflict=lambda: self._on_conflict, key_of=self._key, decode=self._decode
+            self._wire, self._etags, on_conflict=lambda: self._on_conflict, key_of=self._keys.key, decode=self._decode
         )
 
     @property
@@ -306,7 +301,7 @@ class S3Persistence:
         """
         found: list[tuple[str, str, str]] = []  # (s3 key, collection, object name)
         async for key in self._wire.keys(self._root):
-            parsed = self._parse_key(key)
+            parsed = self._keys.parse(key)
             if parsed is not None:
                 found.append((key, *parsed))
         logger.debug("load s3://%s/%s: %d objects", self.bucket, self._root, len(found))
@@ -337,13 +332,13 @@ class S3Persistence:
 
     async def load_one(self, collection: str, record_id: str) -> dict[str, Any] | None:
         """GET one record; ``None`` when there is no such object."""
-        key = self._key(collection, record_id)
+        key = self._keys.key(collection, record_id)
         got = await self._wire.get(key)
         if got is None:
             self._etags.pop((collection, record_id), None)
             return None
         raw, etag = got
-        env = self._decode(raw, key, collection, self._name(key))
+        env = self._decode(raw, key, collection, name_of(key))
         self._etags[(collection, record_id)] = etag
         return env.data
 
@@ -352,7 +347,7 @@ class S3Persistence:
         prefix = self._root if collection is None else f"{self._root}{_codec.check_collection(collection)}/"
         keys: list[Key] = []
         async for key in self._wire.keys(prefix):
-            parsed = self._parse_key(key)
+            parsed = self._keys.parse(key)
             if parsed is None:
                 continue
             coll, name = parsed
@@ -401,53 +396,3 @@ class S3Persistence:
         await self._wire.delete(key, etag)
         self.quarantined.append((key, str(exc)))
         logger.warning("quarantined corrupt s3://%s/%s as %s: %s", self.bucket, key, target, exc)
-
-    # -- names ---------------------------------------------------------------------------------------------
-
-    def _key(self, collection: str, record_id: str) -> str:
-        return f"{self._root}{_codec.check_collection(collection)}/{_codec.object_name(record_id)}.json"
-
-    @staticmethod
-    def _name(key: str) -> str:
-        return key.rsplit("/", 1)[1][: -len(".json")]
-
-    def _parse_key(self, key: str) -> tuple[str, str] | None:
-        """``(collection, object name)`` of a listed key; ``None`` for the store's own or a non-record object."""
-        rest = key[len(self._root) :]
-        if rest.startswith(META_DIR):
-            return None  # the conditional-write verdict and probes
-        if not rest.endswith(".json"):
-            logger.warning("load: skipping s3://%s/%s (not a .json record)", self.bucket, key)
-            return None
-        collection, sep, name = rest.partition("/")
-        name = name[: -len(".json")]
-        try:
-            _codec.check_collection(collection)
-        except ValidationError:
-            sep = ""
-        if not sep or not name or "/" in name:
-            raise CorruptDataError(
-                f"s3://{self.bucket}/{key} is not a {{collection}}/{{name}}.json record key", key=key
-            )
-        return collection, name
-
-
-def _check_bucket(bucket: object) -> str:
-    if not isinstance(bucket, str) or not _BUCKET_RE.fullmatch(bucket) or ".." in bucket or _IP_RE.fullmatch(bucket):
-        raise ValidationError(
-            f"not a valid S3 bucket name: {bucket!r} (3-63 characters: lowercase letters, digits, '.', '-')"
-        )
-    return bucket
-
-
-def _check_prefix(prefix: object) -> str:
-    if not isinstance(prefix, str):
-        raise ValidationError(f"prefix must be a str, got {type(prefix).__name__}")
-    normal = prefix.strip("/")
-    if len(normal.encode("utf-8", "surrogatepass")) > 512:
-        raise ValidationError("prefix is longer than 512 bytes")
-    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in normal):
-        raise ValidationError(f"prefix must not contain control characters: {prefix!r}")
-    if normal and any(part in ("", ".", "..") for part in normal.split("/")):
-        raise ValidationError(f"prefix must not contain empty, '.' or '..' segments: {prefix!r}")
-    return normal

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from aiomemdb import _codec
 from aiomemdb._exceptions import ConflictError
 from aiomemdb.persistence._base import Changeset, Key
+from aiomemdb.persistence._s3_keys import name_of
 from aiomemdb.persistence._s3_wire import Signal, Wire
 
 __all__ = ["S3Writer"]
@@ -37,10 +38,6 @@ class _Conflict:
 
 def _strip(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "version"}
-
-
-def _name(key: str) -> str:
-    return key.rsplit("/", 1)[1][: -len(".json")]
 
 
 class S3Writer:
@@ -169,7 +166,7 @@ class S3Writer:
             if collection != _codec.SESSIONS:
                 to_write, merged = body, None  # last writer wins, still conditionally
                 continue
-            theirs = self._decode(their_bytes, s3_key, collection, _name(s3_key))
+            theirs = self._decode(their_bytes, s3_key, collection, name_of(s3_key))
             if ours is None:
                 ours = _codec.decode_envelope(body, key=s3_key)
             candidate = _codec.merge_sessions(ours.data, theirs.data)
