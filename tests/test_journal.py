@@ -6,6 +6,7 @@ holds at that instant); ``tests/test_crash.py`` kills real processes with SIGKIL
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,17 @@ from typing import Any
 
 import pytest
 
-from aiomemdb import AsyncInMemoryDb, CorruptDataError, DirectoryPersistence, HookPersistence, ValidationError
+from aiomemdb import (
+    AsyncInMemoryDb,
+    CorruptDataError,
+    DirectoryPersistence,
+    HookPersistence,
+    PersistenceError,
+    ValidationError,
+)
+from aiomemdb._io import _journal
+
+from ._faults import Faulty, Gate
 
 
 def crash_image(src: Path, dst: Path) -> Path:
@@ -150,3 +161,106 @@ def test_journal_path_needs_a_persistence(tmp_path: Path) -> None:
     """journal_path without a persistence to flush the journal's writes to is a mistake and is refused."""
     with pytest.raises(ValidationError, match="persistence"):
         AsyncInMemoryDb(journal_path=tmp_path / "j")
+
+
+# -- the journal folder removed under a running store ----------------------------------------------------------
+
+
+def live_store(root: Path, **options: Any) -> AsyncInMemoryDb:
+    """Every write returns once its journal line is fsynced; nothing is flushed unless the test asks."""
+    return AsyncInMemoryDb(
+        persistence=DirectoryPersistence(root), durability="journal", journal_fsync=0, flush_interval=3600, **options
+    )
+
+
+async def recovered_ids(image: Path) -> set[str]:
+    async with AsyncInMemoryDb(persistence=DirectoryPersistence(image), durability="journal") as db:
+        return {s["session_id"] for s in await db.get_all_sessions()}
+
+
+@pytest.mark.parametrize("removed", ["journal", "store"])
+async def test_acknowledged_writes_survive_a_crash_after_their_folder_was_removed(tmp_path: Path, removed: str) -> None:
+    """The journal folder (or the whole store folder) deleted by hand while the store runs: fsync still succeeds
+    on the removed file, so without a restore every write since the last flush is lost in a crash. The next
+    sync restores the open segment from its file; each write that returned after the removal is in it."""
+    live = tmp_path / "live"
+    async with live_store(live) as db:
+        await db.upsert_session({"session_id": "a"})
+        shutil.rmtree(live / "journal" if removed == "journal" else live)
+        await db.upsert_session({"session_id": "b"})
+        assert segments(live) == ["journal-000000000001.jsonl"]
+        image = crash_image(live, tmp_path / "image")
+        assert db._rt.journal is not None
+        assert db._rt.journal.restored == 1
+    assert await recovered_ids(image) == {"a", "b"}
+    # the close flushed everything, so the storage holds both too, and no segment is left
+    assert segments(live) == []
+    async with AsyncInMemoryDb(persistence=DirectoryPersistence(live)) as again:
+        assert {s["session_id"] for s in await again.get_all_sessions()} == {"a", "b"}
+
+
+async def test_a_removed_segment_that_a_failed_flush_still_needs_is_restored_too(tmp_path: Path) -> None:
+    """A flush rotates the journal: the segment it covers stays open until the flush succeeds. Removed while that
+    flush is held, and the flush then failing, the older segment is restored with the current one; a crash then
+    keeps the writes of both."""
+    live = tmp_path / "live"
+    faulty = Faulty(DirectoryPersistence(live))
+    db = AsyncInMemoryDb(
+        persistence=faulty, durability="journal", journal_path=live / "journal", journal_fsync=0, flush_interval=3600
+    )
+    async with db:
+        await db.upsert_session({"session_id": "a"})
+        gate = faulty.save_gate = Gate()
+        faulty.fail_saves = 1
+        flush = asyncio.create_task(db.flush())
+        await gate.entered.wait()  # the flush took segment 1 (with "a"); new writes go to segment 2
+        await db.upsert_session({"session_id": "b"})
+        shutil.rmtree(live / "journal")
+        await db.upsert_session({"session_id": "c"})
+        assert segments(live) == ["journal-000000000001.jsonl", "journal-000000000002.jsonl"]
+        gate.release.set()
+        with pytest.raises(PersistenceError):
+            await flush
+        image = crash_image(live, tmp_path / "image")
+    assert await recovered_ids(image) == {"a", "b", "c"}
+
+
+async def test_a_segment_that_cannot_be_restored_fails_the_write_and_the_next_sync_restores_it(
+    tmp_path: Path,
+) -> None:
+    """The journal folder replaced by a file: the restore cannot create it, so the write that waits for the sync
+    raises PersistenceError (applied in memory, not yet durable: the syncer's documented error). Once the folder
+    can be created again, the next write's sync restores the segment with every line."""
+    live = tmp_path / "live"
+    async with live_store(live) as db:
+        await db.upsert_session({"session_id": "a"})
+        shutil.rmtree(live / "journal")
+        (live / "journal").write_bytes(b"not a folder")
+        with pytest.raises(PersistenceError, match="not yet durable"):
+            await db.upsert_session({"session_id": "b"})
+        assert await db.get_session("b") is not None
+        (live / "journal").unlink()
+        await db.upsert_session({"session_id": "c"})
+        image = crash_image(live, tmp_path / "image")
+    assert await recovered_ids(image) == {"a", "b", "c"}
+
+
+async def test_a_new_segment_fsyncs_its_directory_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segment's lines are only as durable as its directory entry: the sync after a segment is created fsyncs
+    the journal folder, and later syncs of the same segment do not."""
+    synced_dirs: list[Path] = []
+    real = _journal._fsync_directory
+
+    def counting(directory: Path) -> None:
+        synced_dirs.append(directory)
+        real(directory)
+
+    monkeypatch.setattr(_journal, "_fsync_directory", counting)
+    live = tmp_path / "live"
+    async with live_store(live) as db:
+        await db.upsert_session({"session_id": "a"})
+        await db.upsert_session({"session_id": "b"})
+        assert synced_dirs == [live / "journal"]
+        await db.flush()  # rotates: the next write creates segment 2
+        await db.upsert_session({"session_id": "c"})
+        assert synced_dirs == [live / "journal", live / "journal"]

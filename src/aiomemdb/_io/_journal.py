@@ -16,10 +16,20 @@ the journal holds every write since the last released segment, so the last entry
 A torn last line of a segment (the process died mid-append, or an append failed and could not be cut off) is
 dropped; an unreadable line anywhere else is corruption: :class:`~aiomemdb.CorruptDataError` with the
 segment and byte offset.
+
+The fsync also covers the journal's directory entries: after a segment is created the directory is fsynced
+once, so a power cut cannot lose a segment whose lines were synced. A segment removed while it is open (the
+journal folder, or the whole store folder, deleted by hand) would take every line since the last flush with
+it, and fsync still succeeds on the unlinked file. Each sync therefore checks every open segment's link
+count, and a removed one is *restored*: copied from its still-open file into a new file of the same name
+(the folder created again), synced, and written to from then on. A write acknowledged after the removal is
+synced only once its segment is restored, so it survives a crash; writes the sync before it acknowledged are
+restored by this sync (a crash in between loses them: the folder was removed under a running store).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -32,6 +42,8 @@ import orjson
 from aiomemdb._exceptions import CorruptDataError, PersistenceError
 
 __all__ = ["Journal", "has_segments"]
+
+logger = logging.getLogger("aiomemdb")
 
 _SEGMENT = re.compile(r"journal-(\d{12})\.jsonl")
 # The journal's write call, looked up at each append (a test replaces it to make the disk "full").
@@ -76,8 +88,10 @@ class Journal:
         self._fds: dict[int, int] = {}
         self._offset = 0  # the end of the last complete line in the current segment
         self._unsynced: set[int] = set()
+        self._created = False  # a segment was created since the directory was last fsynced
         self._fd_lock = threading.Lock()  # the fds are used by the committing thread and the fsync thread
         self.appended = 0  # lines appended so far (what a sync covers)
+        self.restored = 0  # segments restored after they were removed while open
 
     # -- reading -----------------------------------------------------------------------------------------
 
@@ -157,8 +171,10 @@ class Journal:
         if fd is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             path = self.directory / _segment_name(self._segment)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            # read-write: a segment removed while open is restored from this fd (_restore_removed)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             self._fds[self._segment] = fd
+            self._created = True
             self._offset = os.fstat(fd).st_size
         return fd
 
@@ -182,10 +198,11 @@ class Journal:
     # -- worker-thread work ------------------------------------------------------------------------------
 
     def sync(self) -> int:
-        """fsync every segment written since the last sync; returns how many appends are now durable.
+        """fsync every segment written since the last sync (restoring any removed one, and the directory entry of
+        a new one); returns how many appends are now durable.
 
         Raises:
-            OSError: the fsync failed.
+            OSError: the fsync, or the restoring of a removed segment, failed.
         """
         with self._fd_lock:
             covered = self.appended
@@ -193,17 +210,42 @@ class Journal:
             # reused by another open) while the fsync runs outside the lock; a duplicate stays valid.
             todo = [(s, os.dup(self._fds[s])) for s in sorted(self._unsynced) if s in self._fds]
             self._unsynced.clear()
+            created, self._created = self._created, False
         try:
             for _segment, fd in todo:
                 os.fsync(fd)
+            if self._restore_removed() or created:
+                _fsync_directory(self.directory)
         except OSError:
             with self._fd_lock:
                 self._unsynced.update(s for s, _ in todo if s in self._fds)
+                self._created = True
             raise
         finally:
             for _segment, fd in todo:
                 os.close(fd)
         return covered
+
+    def _restore_removed(self) -> bool:
+        """Give every open segment whose file was removed a new file with its contents (see the module docstring);
+        whether any was."""
+        restored_any = False
+        with self._fd_lock:
+            for segment, fd in list(self._fds.items()):
+                if os.fstat(fd).st_nlink:
+                    continue
+                self.directory.mkdir(parents=True, exist_ok=True)
+                path = self.directory / _segment_name(segment)
+                restored = _copy_to(fd, path)
+                self._fds[segment] = restored
+                os.close(fd)
+                self.restored += 1
+                restored_any = True
+                logger.warning(
+                    "aiomemdb: journal segment %s was removed while the store was open; restored from the open file",
+                    path,
+                )
+        return restored_any
 
     def release(self, upto: int) -> None:
         """Delete segments up to ``upto`` (a flush persisted their writes). Blocking."""
@@ -240,3 +282,38 @@ class Journal:
                 for fd in self._fds.values():
                     os.close(fd)
                 self._fds.clear()
+
+
+def _copy_to(fd: int, path: Path) -> int:
+    """A new file at ``path`` (through a temporary name and a rename) holding what ``fd`` holds, fsynced; its fd."""
+    tmp = path.with_name(path.name + ".restoring")  # not a segment name: read() never sees it
+    new = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        offset = 0
+        while offset < size:
+            chunk = os.pread(fd, min(size - offset, 1 << 20), offset)
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            while view:
+                view = view[_write(new, view) :]
+            offset += len(chunk)
+        os.fsync(new)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(new)
+        tmp.unlink(missing_ok=True)
+        raise
+    return new
+
+
+def _fsync_directory(directory: Path) -> None:
+    """fsync a directory, so that the entries of files created in it survive a power cut (POSIX only)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
