@@ -82,7 +82,8 @@ def test_generic_uses_of_a_freshly_read_run_see_the_whole_run(agent_db: Any, use
     expected = _expected(db, real)
     for i, exp in enumerate(expected.runs):
         run = db.get_session(real).runs[i]
-        assert type(run) is DeferredRunOutput and set(vars(run)) == {"run_id", "_aiomemdb_raw"}
+        assert type(run) is DeferredRunOutput
+        assert set(vars(run)) == {"run_id", "_aiomemdb_raw"}
         out = use(run)
         fresh = copy.deepcopy(exp)
         if use is dataclasses.asdict:
@@ -136,8 +137,8 @@ def test_reading_a_run_in_another_thread_than_the_one_that_read_the_session(agen
         def reader(session: AgentSession = session, barrier: threading.Barrier = barrier) -> None:
             barrier.wait(30)
             got = [(r.status, r.messages, r.metrics, r.content) for r in session.runs]
-            with lock:
-                seen.append(got)
+            with lock:  # noqa: B023  (joined in this iteration)
+                seen.append(got)  # noqa: B023
 
         threads = [threading.Thread(target=reader) for _ in range(4)]
         for t in threads:
@@ -169,7 +170,8 @@ def test_fields_set_before_the_first_read_survive_decode_and_build(agent_db: Any
     assert type(run) is RunOutput
     assert (run.content, run.metrics, run.run_id) == ("mine", None, "renamed")
     assert [m.to_dict() for m in run.messages] == [m.to_dict() for m in expected.messages]
-    assert run.session_id == expected.session_id and run.status == expected.status
+    assert run.session_id == expected.session_id
+    assert run.status == expected.status
 
 
 def test_team_and_foreign_runs_inside_an_agent_session(agent_db: Any) -> None:
@@ -195,7 +197,8 @@ def test_team_and_foreign_runs_inside_an_agent_session(agent_db: Any) -> None:
         ]
         assert session.to_dict() == expected.to_dict()
     listed = [s for s in db.get_sessions(SessionType.AGENT) if s.session_id == "mixed"]
-    assert len(listed) == 1 and listed[0].to_dict() == expected.to_dict()
+    assert len(listed) == 1
+    assert listed[0].to_dict() == expected.to_dict()
 
 
 @pytest.mark.parametrize(
@@ -207,7 +210,8 @@ def test_team_and_foreign_runs_inside_an_agent_session(agent_db: Any) -> None:
         {"session_id": "bare", "session_type": "agent", "runs": []},
         {"session_id": "bare", "session_type": "agent", "summary": None, "metadata": {"k": [1]},
          "runs": [{"run_id": "r", "agent_id": "x"}]},
-        {"session_id": "bare", "summary": {"summary": "s", "topics": ["t"]}, "runs": [{"run_id": "r", "agent_id": "x"}]},
+        {"session_id": "bare", "summary": {"summary": "s", "topics": ["t"]},
+         "runs": [{"run_id": "r", "agent_id": "x"}]},
     ],
     ids=["id-only", "typed", "runs-null", "runs-empty", "minimal-run", "summary-untyped"],
 )  # fmt: skip
@@ -256,8 +260,10 @@ def test_a_build_interrupted_by_ctrl_c_is_not_silently_missing_fields_on_retry()
                 return
         finally:
             agno_run_agent.RunMetrics.from_dict = original  # type: ignore[method-assign]
-        assert messages is not None and [m.content for m in messages] == ["hello", "hi"]
-        assert stored.metrics is not None and stored.metrics.input_tokens == 3
+        assert messages is not None
+        assert [m.content for m in messages] == ["hello", "hi"]
+        assert stored.metrics is not None
+        assert stored.metrics.input_tokens == 3
 
 
 def test_a_deferred_run_made_by_its_own_class_compares_without_recursion(agent_db: Any) -> None:
