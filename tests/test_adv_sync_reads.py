@@ -7,6 +7,7 @@ from the loop thread (an ``on_event`` callback). Every wait is bounded; nothing 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,8 @@ def _check_whole(doc: dict[str, Any] | None) -> None:
     if doc is None:
         return
     assert doc["session_id"] == SID
-    assert isinstance(doc["version"], int) and doc["version"] >= 1
+    assert isinstance(doc["version"], int)
+    assert doc["version"] >= 1
     data = doc.get("session_data") or {}
     tag, k = data["tag"], data["k"]
     runs = doc["runs"]
@@ -49,7 +51,8 @@ def _check_whole(doc: dict[str, Any] | None) -> None:
     assert all(r["tag"] == tag for r in r_runs), (tag, [r["tag"] for r in r_runs])
     for r in runs:
         if r["run_id"].startswith("x"):
-            assert r["x"] == int(r["run_id"][1:]) and r["pad"] == "q" * r["x"]
+            assert r["x"] == int(r["run_id"][1:])
+            assert r["pad"] == "q" * r["x"]
 
 
 def _make(kind: str, root: Path) -> InMemoryDb:
@@ -66,7 +69,7 @@ def _make(kind: str, root: Path) -> InMemoryDb:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind", ["plain", "bounded", "bytes", "lazy-ttl"])
 def test_threaded_readers_see_only_whole_states_of_a_session_writers_change(
-    tmp_path: Path, kind: str, fast_switching: None
+    tmp_path: Path, kind: str, fast_switching: None  # noqa: F811  (the fixture)
 ) -> None:
     """Four writer threads on ONE session (upsert_session with its runs, update_session rewriting it whole,
     upsert_run adding runs, delete_session + recreate, rename_session) and four reader threads (get_session,
@@ -102,10 +105,8 @@ def test_threaded_readers_see_only_whole_states_of_a_session_writers_change(
 
     def appender() -> None:
         for j in range(200):
-            try:
+            with contextlib.suppress(NotFoundError):  # deleted meanwhile: documented
                 db.upsert_run(SID, {"run_id": f"x{j}", "x": j, "pad": "q" * j})
-            except NotFoundError:
-                pass  # deleted meanwhile: documented
 
     def deleter() -> None:
         for n in range(80):
@@ -183,7 +184,8 @@ def test_readers_racing_closes_that_fail_then_succeed(tmp_path: Path) -> None:
                     got = db.get_session(f"s{i}")
                 except ClosedError:
                     continue
-                assert got is not None and got["session_data"] == {"i": i}
+                assert got is not None
+                assert got["session_data"] == {"i": i}
                 assert got["runs"] == [{"run_id": "r", "i": i}]
 
         return run
@@ -221,8 +223,9 @@ def test_readers_racing_closes_that_fail_then_succeed(tmp_path: Path) -> None:
     assert sum(o.endswith("closed") for o in outcomes) >= 1, outcomes
     db.close()  # idempotent
     db.close()
+    everything = Query.build(limit=None, page=None, sort_order="desc")
     for read in (lambda: db.get_session("s0"), lambda: db.get_run("s0", "r"), lambda: db.get_sessions(),
-                 lambda: db._session_parts("s0"), lambda: db._page_parts(Query.build(limit=None, page=None, sort_order="desc"))):  # fmt: skip
+                 lambda: db._session_parts("s0"), lambda: db._page_parts(everything)):  # fmt: skip
         with pytest.raises(ClosedError):
             read()
     with InMemoryDb(persistence=DirectoryPersistence(tmp_path, fsync=False)) as again:
@@ -294,7 +297,7 @@ def test_a_read_from_an_on_event_callback_raises_closed_error_and_the_writer_goe
                 read()
             except ClosedError:
                 results.append(f"{name}: ClosedError")
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 results.append(f"{name}: {type(exc).__name__}")
             else:
                 results.append(f"{name}: returned")
@@ -316,7 +319,9 @@ def test_a_read_from_an_on_event_callback_raises_closed_error_and_the_writer_goe
 
 
 @pytest.mark.timeout(60)
-def test_update_session_racing_plain_reads_and_writes_keeps_every_increment(fast_switching: None) -> None:
+def test_update_session_racing_plain_reads_and_writes_keeps_every_increment(
+    fast_switching: None,  # noqa: F811  (the fixture)
+) -> None:
     """update_session (on the loop thread, under the session lock) from three threads, plain upsert_run from a
     fourth and ungated get_session readers: no increment is lost and every read's counter is one some update
     committed (never decreasing for one reader)."""
@@ -352,7 +357,10 @@ def test_update_session_racing_plain_reads_and_writes_keeps_every_increment(fast
             raise errs[0]
 
     errors = run_threads([writers, reader, reader], timeout=55)
-    assert [e for e in errors if not isinstance(e, ConflictError)] == [] and errors == []
+    assert [e for e in errors if not isinstance(e, ConflictError)] == []
+    assert errors == []
     doc = db.get_session(SID)
-    assert doc is not None and doc["session_data"]["n"] == 300 and len(doc["runs"]) == 200
+    assert doc is not None
+    assert doc["session_data"]["n"] == 300
+    assert len(doc["runs"]) == 200
     db.close()

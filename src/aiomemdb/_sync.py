@@ -57,7 +57,7 @@ class InMemoryDb(RecordsMethods):
         self._d = driver = SyncDriver(db)
         self._life = life = Lifecycle(driver)
         try:
-            driver.run(db.start())
+            driver.run(db.start)
         except BaseException:
             driver.loop.stop()
             raise
@@ -95,7 +95,7 @@ class InMemoryDb(RecordsMethods):
         """See :meth:`AsyncInMemoryDb.flush`."""
         self._d.enter()
         try:
-            return self._d.run(self._db.flush())
+            return self._d.run(self._db.flush)
         finally:
             self._d.leave()
 
@@ -259,7 +259,7 @@ class InMemoryDb(RecordsMethods):
         context, as it would in the async core; it must not call this store's blocking methods (they raise
         :class:`~aiomemdb.ClosedError`, as they would deadlock).
         """
-        return self._on_loop(self._db.update_session(session_id, fn, user_id=user_id))
+        return self._on_loop(lambda: self._db.update_session(session_id, fn, user_id=user_id))
 
     def rename_session(
         self, session_id: str, session_name: str, *, user_id: str | None = None
@@ -282,7 +282,7 @@ class InMemoryDb(RecordsMethods):
 
     def refresh(self, session_id: str) -> dict[str, Any] | None:
         """See :meth:`AsyncInMemoryDb.refresh`."""
-        return self._on_loop(self._db.refresh(session_id))
+        return self._on_loop(lambda: self._db.refresh(session_id))
 
     def delete_session(self, session_id: str, *, user_id: str | None = None) -> bool:
         """See :meth:`AsyncInMemoryDb.delete_session`."""
@@ -305,7 +305,7 @@ class InMemoryDb(RecordsMethods):
     def drop(self) -> None:
         """See :meth:`AsyncInMemoryDb.drop`."""
         if self._db._kernel.lazy:  # it lists storage first
-            return self._on_loop(self._db.drop())
+            return self._on_loop(self._db.drop)
         d = self._d
         d.enter()
         try:

@@ -55,7 +55,8 @@ class SyncDriver:
         self.forked = False
         self.closed = False
         self._gate = threading.Lock()
-        self._active = 0
+        self._inside: set[int] = set()  # the threads with a call inside the gate (see enter)
+        self._closer: int | None = None  # the thread that closes (its own entry is not a call in progress)
         self._closing = False
         self._drained = threading.Event()
         self.kernel.on_event = self._event
@@ -66,31 +67,48 @@ class SyncDriver:
     # -- the gate ----------------------------------------------------------------------------------------------
 
     def enter(self) -> None:
-        """Admit one call (raises ClosedError once closing); pair with :meth:`leave`."""
+        """Admit one call (raises ClosedError once closing); pair with :meth:`leave`.
+
+        The gate counts threads, not calls: a thread is in at most one call at a time (calls do not nest, and a
+        callback runs on the loop thread, where calls raise DEADLOCK). On the main thread a ``KeyboardInterrupt``
+        can land between admitting a call and the ``try`` that would leave it, or inside :meth:`leave` before
+        its bookkeeping; a count would then stay up forever and close would wait for a call that is over. An
+        entry per thread is instead taken again by that thread's next call, and close ignores its own thread's.
+        """
         if self.loop.on_loop():
             raise ClosedError(DEADLOCK)
+        ident = threading.get_ident()
         with self._gate:
             if self._closing or self.closed:
                 raise ClosedError(FORKED if self.forked else "this InMemoryDb is closed")
-            self._active += 1
+            self._inside.add(ident)
         if self.rt.state != OPEN:
             try:
-                self.run(self.rt.start())  # raises ClosedError if the store is closing or closed
+                self.run(self.rt.start)  # raises ClosedError if the store is closing or closed
             except BaseException:
                 self.leave()
                 raise
 
     def leave(self) -> None:
         with self._gate:
-            self._active -= 1
-            if self._closing and self._active == 0:
+            self._inside.discard(threading.get_ident())
+            if self._closing and not self._others_inside():
                 self._drained.set()
+
+    @property
+    def active(self) -> int:
+        """How many threads have a call inside the gate."""
+        return len(self._inside)
+
+    def _others_inside(self) -> bool:
+        return any(ident != self._closer for ident in self._inside)
 
     def close_gate(self, timeout: float | None = None) -> bool:
         """Refuse new calls and wait for those in progress (at most ``timeout`` s); whether they all left."""
         with self._gate:
             self._closing = True
-            if self._active == 0:
+            self._closer = threading.get_ident()
+            if not self._others_inside():
                 return True
             self._drained.clear()
         return self._drained.wait(timeout)
@@ -107,7 +125,7 @@ class SyncDriver:
             return self._here(fn, *args)
         except NeedsLoad:
             pass
-        return self.run(self.rt.call(fn, *args))
+        return self.run(lambda: self.rt.call(fn, *args))
 
     def read(self, fn: Callable[..., T], *args: Any) -> T:
         """A read-only transaction, admitted without the gate while the store is open.
@@ -131,7 +149,7 @@ class SyncDriver:
             pass
         self.enter()
         try:
-            return self.run(self.rt.call(fn, *args))
+            return self.run(lambda: self.rt.call(fn, *args))
         finally:
             self.leave()
 
@@ -149,7 +167,7 @@ class SyncDriver:
         """A write; it waits (on the loop) for a read-modify-write holding any of ``sids``' locks."""
         locks = self.rt.locks
         if locks and any(sid in locks for sid in sids):
-            return self.run(self.rt.write(sids, fn, *args))
+            return self.run(lambda: self.rt.write(sids, fn, *args))
         return self.call(fn, *args)
 
     def after_write(self) -> None:
@@ -157,16 +175,15 @@ class SyncDriver:
         syncer = self.rt.syncer
         if syncer is not None:
             if syncer.interval == 0:
-                self.run(syncer.wait())
-        elif self.rt.durability == "write" and self.rt.flusher is not None:
-            self.run(self.rt.flusher.until_persisted(self.kernel.seq))
+                self.run(syncer.wait)
+        elif self.rt.durability == "write" and (flusher := self.rt.flusher) is not None:
+            self.run(lambda: flusher.until_persisted(self.kernel.seq))
 
-    def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
-        """Run I/O on the loop thread as a real task and wait for it."""
+    def run(self, make: Callable[[], Coroutine[Any, Any, T]], *, timeout: float | None = None) -> T:
+        """Run I/O on the loop thread as a real task (``make()``, made there with SIGINT deferred) and wait for it."""
         if self.forked:
-            coro.close()
             raise ClosedError(FORKED)
-        return self.loop.run(coro, timeout=timeout)
+        return self.loop.run(make, timeout=timeout)
 
     # -- events ----------------------------------------------------------------------------------------------
 
@@ -207,7 +224,7 @@ class Lifecycle:
             raise ClosedError(DEADLOCK)
         d.close_gate(timeout)
         try:
-            d.run(d.rt.aclose(), timeout=timeout)
+            d.run(d.rt.aclose, timeout=timeout)
         except BaseException:
             d.reopen_gate()
             raise

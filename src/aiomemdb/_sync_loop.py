@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from aiomemdb._exceptions import ClosedError
+from aiomemdb._sigint import GUARD
 
 logger = logging.getLogger("aiomemdb")
 
@@ -58,16 +59,30 @@ class ExitSafeExecutor(concurrent.futures.ThreadPoolExecutor):
 
 
 class _Call:
-    """One coroutine handed to the loop thread, and the task running it once the loop has created it."""
+    """One coroutine handed to the loop thread, the task running it, and its outcome.
 
-    __slots__ = ("cancelled", "coro", "ctx", "future", "task")
+    The caller waits on ``done``, a plain lock the loop thread only ever *releases* (after setting
+    ``outcome``). Not a ``concurrent.futures.Future``: its condition is an RLock that the waiting thread holds
+    around every check, and a ``KeyboardInterrupt`` landing inside ``Condition.wait``'s own clean-up (a burst of
+    Ctrl-C on the main thread) can leave it held, after which the loop thread blocks forever setting the result,
+    and every store on that loop with it. A lock's ``acquire`` is either done or not.
+    """
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], ctx: contextvars.Context) -> None:
-        self.coro = coro
+    __slots__ = ("cancelled", "coro", "ctx", "done", "outcome", "task")
+
+    def __init__(self, ctx: contextvars.Context) -> None:
+        self.coro: Coroutine[Any, Any, Any] | None = None  # set once handed over (with SIGINT deferred)
         self.ctx = ctx
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.outcome: tuple[bool, Any] | None = None  # (True, result) or (False, exception); None: cancelled
         self.task: asyncio.Task[Any] | None = None
         self.cancelled = False
+
+    def settle(self, outcome: tuple[bool, Any] | None) -> None:
+        """On the loop thread, once: record the outcome and wake the caller (never blocks)."""
+        self.outcome = outcome
+        self.done.release()
 
 
 class LoopThread:
@@ -109,41 +124,59 @@ class LoopThread:
         """Whether the calling thread is the loop thread."""
         return threading.get_ident() == self.ident
 
-    def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
-        """Run ``coro`` as a task on the loop, with a copy of the caller's context; block until it ends.
+    def run(self, make: Callable[[], Coroutine[Any, Any, T]], *, timeout: float | None = None) -> T:
+        """Run ``make()`` as a task on the loop, with a copy of the caller's context; block until it ends.
+
+        The coroutine is made and handed over with SIGINT deferred (:data:`~aiomemdb._sigint.GUARD`): a Ctrl-C
+        on the main thread can come before it exists or once the loop owns it, never in between, where the
+        coroutine would be dropped unawaited (a ``RuntimeWarning``, and a later Ctrl-C could be lost in printing
+        it). A Ctrl-C (or the timeout) while waiting cancels the task at its next await.
 
         Raises:
             ClosedError: called from the loop thread itself (it would deadlock), or the loop has stopped.
             TimeoutError: ``timeout`` seconds passed (the task is cancelled).
         """
         if self.on_loop():
-            coro.close()
             raise ClosedError(DEADLOCK)
         if self.stopped:
-            coro.close()
             raise ClosedError("this InMemoryDb is closed")
-        call = _Call(coro, contextvars.copy_context())
-        self.loop.call_soon_threadsafe(self._start, call)
+        call = _Call(contextvars.copy_context())
         try:
-            result: T = call.future.result(timeout)
-        except concurrent.futures.CancelledError:
-            raise ClosedError("this InMemoryDb's loop stopped while the call was running") from None
-        except BaseException as exc:
-            if not call.future.done():
-                # KeyboardInterrupt (or a timeout) while waiting: cancel the task at its next await.
+            GUARD.run(self._hand_over, call, make)
+            if not call.done.acquire(timeout=-1 if timeout is None else timeout):
+                raise TimeoutError(f"the call did not finish within {timeout} s")
+        except BaseException:
+            if call.coro is not None and call.outcome is None:
+                # KeyboardInterrupt (or the timeout) while waiting: cancel the task at its next await.
                 self.loop.call_soon_threadsafe(self._cancel, call)
-                if isinstance(exc, concurrent.futures.TimeoutError):
-                    raise TimeoutError(f"the call did not finish within {timeout} s") from None
             raise
+        outcome = call.outcome
+        if outcome is None:
+            raise ClosedError("this InMemoryDb's loop stopped while the call was running")
+        ok, value = outcome
+        if not ok:
+            raise value
+        result: T = value
         return result
 
+    def _hand_over(self, call: _Call, make: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        coro = call.coro = make()
+        try:
+            self.loop.call_soon_threadsafe(self._start, call)
+        except BaseException:  # the loop closed meanwhile: it never saw the coroutine
+            call.coro = None
+            coro.close()
+            raise
+
     def _start(self, call: _Call) -> None:
+        coro = call.coro
+        assert coro is not None  # set before the handover
         if call.cancelled:
-            call.coro.close()
-            call.future.cancel()
+            coro.close()
+            call.settle(None)
             return
-        task = call.task = self.loop.create_task(call.coro, context=call.ctx)
-        task.add_done_callback(lambda t: _settle(t, call.future))
+        task = call.task = self.loop.create_task(coro, context=call.ctx)
+        task.add_done_callback(lambda t: _settle(t, call))
 
     @staticmethod
     def _cancel(call: _Call) -> None:
@@ -165,12 +198,9 @@ class LoopThread:
             self.thread.join()
 
 
-def _settle(task: asyncio.Task[Any], future: concurrent.futures.Future[Any]) -> None:
+def _settle(task: asyncio.Task[Any], call: _Call) -> None:
     if task.cancelled():
-        future.cancel()
+        call.settle(None)
         return
     exc = task.exception()
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(task.result())
+    call.settle((False, exc) if exc is not None else (True, task.result()))

@@ -7,7 +7,7 @@ I/O), and decodes the result. ``update_record`` runs its function on the loop th
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
 from aiomemdb._async import AsyncInMemoryDb, RecordFn
@@ -68,7 +68,7 @@ class RecordsMethods:
     def update_record(self, collection: str, record_id: str, fn: RecordFn) -> dict[str, Any] | None:
         """See :meth:`AsyncInMemoryDb.update_record`; ``fn`` runs on the store's loop thread, as for
         :meth:`update_session`."""
-        return self._on_loop(self._db.update_record(collection, record_id, fn))
+        return self._on_loop(lambda: self._db.update_record(collection, record_id, fn))
 
     def delete_record(self, collection: str, record_id: str, *, user_id: str | None = None) -> bool:
         """See :meth:`AsyncInMemoryDb.delete_record`."""
@@ -102,7 +102,7 @@ class RecordsMethods:
     def clear_collection(self, collection: str) -> int:
         """See :meth:`AsyncInMemoryDb.clear_collection`."""
         if self._db._kernel.lazy:  # it lists storage first
-            return self._on_loop(self._db.clear_collection(collection))
+            return self._on_loop(lambda: self._db.clear_collection(collection))
         d = self._d
         d.enter()
         try:
@@ -115,15 +115,11 @@ class RecordsMethods:
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
-    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run one of the core's coroutines on the loop thread (through the gate)."""
+    def _on_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run one of the core's coroutines (``make()``) on the loop thread, through the gate."""
         d = self._d
+        d.enter()
         try:
-            d.enter()
-        except BaseException:
-            coro.close()
-            raise
-        try:
-            return d.run(coro)
+            return d.run(make)
         finally:
             d.leave()
