@@ -19,7 +19,7 @@ from aiomemdb import ClosedError, ConflictError, DirectoryPersistence, InMemoryD
 from aiomemdb._kernel import Query
 
 from ._faults import Faulty
-from .test_sync import _HeldFinalFlush, fast_switching, run_threads  # noqa: F401  (fast_switching: a fixture)
+from .test_sync import _HeldFinalFlush, close_held_and_failing, fast_switching, run_threads  # noqa: F401  (fast_switching: a fixture)
 
 SID = "shared"
 
@@ -243,19 +243,8 @@ def test_a_read_started_during_a_held_final_flush_of_a_bounded_store_never_loads
     db.upsert_session({"session_id": "b", "session_data": {"v": 2}})
     db.flush()  # both clean; one is evicted
     db.upsert_session({"session_id": "c", "session_data": {"v": 3}})  # dirty: the final flush has work
-    held.hold, held.fail_saves = True, 1
-    failed: list[BaseException] = []
-
-    def close() -> None:
-        try:
-            db.close()
-        except BaseException as exc:
-            failed.append(exc)
-
-    closer = threading.Thread(target=close)
-    closer.start()
+    closer, failed = close_held_and_failing(db, held)
     try:
-        assert held.saving.wait(30)
         loads = held.loads
         for sid in ("a", "b", "c"):
             with pytest.raises(ClosedError):

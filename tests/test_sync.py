@@ -429,16 +429,9 @@ class _HeldFinalFlush(Faulty):
         return await super().save(changeset)
 
 
-@pytest.mark.timeout(60)
-def test_reads_during_close_raise_closed_error_and_start_no_load(tmp_path: Path) -> None:
-    """Reads pass no gate while the store is open; once close has begun every read raises ClosedError, and a lazy
-    miss starts no load on the closing store. A close whose final flush fails leaves the store readable again."""
-    with InMemoryDb(persistence=DirectoryPersistence(tmp_path, fsync=False)) as seed:
-        seed.upsert_session({"session_id": "old", "session_data": {"n": 0}})
-    held = _HeldFinalFlush(tmp_path)
-    db = InMemoryDb(persistence=held, lazy=True, durability="manual")
-    db.upsert_session({"session_id": "s", "session_data": {"n": 1}})
-    db.put_record("memories", "m", {"memory_id": "m"})
+def close_held_and_failing(db: InMemoryDb, held: _HeldFinalFlush) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``db.close()`` in a thread, its final flush held at ``held`` and then failing once; return once it is
+    held (the thread, and the list the close's error goes to)."""
     held.hold, held.fail_saves = True, 1
     failed: list[BaseException] = []
 
@@ -451,6 +444,20 @@ def test_reads_during_close_raise_closed_error_and_start_no_load(tmp_path: Path)
     closer = threading.Thread(target=close)
     closer.start()
     assert held.saving.wait(30)  # close is in its final flush
+    return closer, failed
+
+
+@pytest.mark.timeout(60)
+def test_reads_during_close_raise_closed_error_and_start_no_load(tmp_path: Path) -> None:
+    """Reads pass no gate while the store is open; once close has begun every read raises ClosedError, and a lazy
+    miss starts no load on the closing store. A close whose final flush fails leaves the store readable again."""
+    with InMemoryDb(persistence=DirectoryPersistence(tmp_path, fsync=False)) as seed:
+        seed.upsert_session({"session_id": "old", "session_data": {"n": 0}})
+    held = _HeldFinalFlush(tmp_path)
+    db = InMemoryDb(persistence=held, lazy=True, durability="manual")
+    db.upsert_session({"session_id": "s", "session_data": {"n": 1}})
+    db.put_record("memories", "m", {"memory_id": "m"})
+    closer, failed = close_held_and_failing(db, held)
     loads = held.loads
     reads: list[Callable[[], object]] = [
         lambda: db.get_session("s"), lambda: db.get_session("old"), lambda: db.get_run("s", "r"),
