@@ -382,16 +382,10 @@ def test_agno_get_session_in_threads_while_agno_writers_change_the_same_session(
     db.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not fixed yet: the Agno adapter creates a session that carries runs in two store writes (the row, "
-    "then the row with its runs and agno's updated_at=created_at stamp under expected_version=1); a reader between "
-    "them sees it without runs. Needs one kernel transaction for 'upsert the row; if this creates it, with these "
-    "runs and that stamp' (an extra read per upsert would cost the >=3x upsert_session margin).",
-)
 def test_agno_upsert_of_a_new_session_with_runs_is_never_seen_without_its_runs() -> None:
-    """agno's own InMemoryDb stores a new session with its runs in one step. Ours writes the row, then the row
-    with its runs: a get_session from another thread in between must not see the session with no runs."""
+    """agno's own InMemoryDb stores a new session with its runs in one step. A get_session from another thread
+    after each store write of the adapter's upsert_session (every kernel transaction it makes) must see the new
+    session whole, with its runs, or not at all."""
     pytest.importorskip("agno", reason="agno is not installed")
     from agno.run.agent import RunOutput
     from agno.session import AgentSession
@@ -399,23 +393,23 @@ def test_agno_upsert_of_a_new_session_with_runs_is_never_seen_without_its_runs()
     from aiomemdb.agno import InMemoryDb as AgnoDb
 
     with AgnoDb() as db:
-        store = db.store
-        real = store.upsert_session
+        driver = db.store._d
+        real = driver.write
         seen: list[Any] = []
 
-        def spy(row: Any, **kw: Any) -> Any:
-            out = real(row, **kw)
+        def spy(*args: Any) -> Any:
+            out = real(*args)
             # another thread reads between the adapter's store writes
             t = threading.Thread(target=lambda: seen.append(db.get_session("new")))
             t.start()
             t.join(30)
             return out
 
-        store.upsert_session = spy  # type: ignore[method-assign]
+        driver.write = spy  # type: ignore[method-assign]
         try:
             runs = [RunOutput(run_id=f"r{i}", agent_id="a", session_id="new", content=str(i)) for i in range(3)]
             db.upsert_session(AgentSession(session_id="new", agent_id="a", runs=runs))
         finally:
-            del store.upsert_session
+            del driver.write
         assert seen, "the adapter made no store write"
         assert [len(s.runs) if s is not None else None for s in seen] == [3] * len(seen), seen

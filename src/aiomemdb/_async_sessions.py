@@ -180,6 +180,23 @@ class SessionsApi:
         await self._rt.after_write()
         return _doc(raw)
 
+    async def _upsert_row(
+        self, row: Mapping[str, Any], create: Callable[[], Mapping[str, Any]], *, preserve_updated_at: bool = False
+    ) -> tuple[dict[str, Any], bool]:
+        """Save a session's row without touching its runs, or create the session whole from ``create()`` (called
+        only if it does not exist, in the same transaction): ``(stored row without runs, created)``. For the
+        Agno adapter, whose first save of a session stores the runs it carries.
+
+        Raises:
+            ValidationError, SerializationError: nothing changed.
+            OwnershipError: the session belongs to another ``user_id``.
+        """
+        await self._rt.ready()
+        sid = _session_id_of(row)
+        raw, created = await self._rt.write((sid,), ops.upsert_session_row, row, create, bool(preserve_updated_at))
+        await self._rt.after_write()
+        return _doc(raw), created
+
     async def upsert_sessions(
         self, sessions: Sequence[Mapping[str, Any]], *, preserve_updated_at: bool = False
     ) -> list[dict[str, Any]]:

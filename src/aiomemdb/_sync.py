@@ -21,7 +21,7 @@ See ``_sync_driver.py`` for Ctrl-C and close, and ``_exit.py`` for interpreter e
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, Unpack
 
@@ -199,6 +199,20 @@ class InMemoryDb(RecordsMethods):
         finally:
             d.leave()
         return doc(raw)
+
+    def _upsert_row(
+        self, row: Mapping[str, Any], create: Callable[[], Mapping[str, Any]], *, preserve_updated_at: bool = False
+    ) -> tuple[dict[str, Any], bool]:
+        """See :meth:`AsyncInMemoryDb._upsert_row`."""
+        d = self._d
+        d.enter()
+        try:
+            sid = _session_id_of(row)
+            raw, created = d.write((sid,), ops.upsert_session_row, row, create, bool(preserve_updated_at))
+            d.after_write()
+        finally:
+            d.leave()
+        return doc(raw), created
 
     def upsert_sessions(
         self, sessions: Sequence[Mapping[str, Any]], *, preserve_updated_at: bool = False

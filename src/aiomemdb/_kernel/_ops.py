@@ -39,6 +39,7 @@ __all__ = [
     "update_record",
     "upsert_run",
     "upsert_session",
+    "upsert_session_row",
     "upsert_sessions",
 ]
 
@@ -108,6 +109,32 @@ def upsert_session(
         new = k.build_session(session, old, expected_version=expected_version, preserve=preserve)
         k.commit([SetSession(sid, new)])
         return new.doc_bytes(include_runs=include_runs)
+
+
+def upsert_session_row(
+    k: Kernel,
+    row: Mapping[str, Any],
+    create: Callable[[], Mapping[str, Any]],
+    preserve: bool,
+    fetched: Fetched,
+) -> tuple[bytes, bool]:
+    """Save a session's row (its stored runs kept) or, if the session does not exist, create it as ``create()``
+    returns it: one commit either way, so a session created with its runs is never seen (nor journaled) without
+    them. ``create`` runs under the lock, and only when the session is new; a created session keeps the
+    timestamps ``create()`` gives. Returns the stored row (no runs) and whether this call created the session.
+    """
+    sid = row["session_id"]
+    with k.lock:
+        old = k.session(sid, fetched, payload=True)  # the stored runs are carried over
+        if old is None:
+            doc = create()
+            if not isinstance(doc, Mapping) or doc.get("session_id") != sid:
+                raise ValidationError(f"the session created for {sid!r} must be a dict with that session_id")
+            new = k.build_session(doc, None, preserve=True)
+        else:
+            new = k.build_session(row, old, preserve=preserve)
+        k.commit([SetSession(sid, new)])
+        return new.doc_bytes(include_runs=False), old is None
 
 
 def upsert_sessions(

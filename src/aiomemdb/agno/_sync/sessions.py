@@ -10,13 +10,12 @@ decode of the stored JSON (history runs on first use: ``_deferred``).
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Literal
 
 from agno.db.base import SessionType
 from agno.db.utils import filter_context_runs
 
-from aiomemdb import ConflictError, OwnershipError
+from aiomemdb import OwnershipError
 from aiomemdb._kernel import Query
 from aiomemdb._record import SessionParts
 from aiomemdb.agno._convert import (
@@ -148,25 +147,21 @@ class Sessions:
 
     def _upsert_one(self, session: Any, deserialize: bool | None, preserve_updated_at: bool) -> Any:
         row = session_row(session)
-        try:
-            stored = self._store.upsert_session(row, preserve_updated_at=preserve_updated_at, include_runs=False)
-        except OwnershipError:
-            return None  # agno's owner guard: an owned session is only writable by its owner
         runs = session_runs(session)
-        created = stored.get("created_at")
-        stale_stamp = not preserve_updated_at and stored.get("updated_at") != created
-        if stored.get("version") == 1 and (runs or stale_stamp):
-            # This call created the session. As in agno, a first insert stores the runs the session carries
-            # (imports, restores; later saves never do, because runs are written one by one and the live
-            # session object may hold a stale list) and stamps updated_at = created_at.
-            full = {**row, "created_at": created, "updated_at": created if stale_stamp else stored.get("updated_at")}
+
+        def first_insert() -> dict[str, Any]:
+            # Only when this call creates the session, in the same transaction: as in agno, a first insert stores
+            # the runs the session carries (imports, restores; later saves never do, because runs are written one
+            # by one and the live session object may hold a stale list) and stamps updated_at = created_at.
+            full = {k: v for k, v in row.items() if preserve_updated_at or k != "updated_at"}
             if runs:
                 full["runs"] = [run_to_dict(r) for r in runs]
-            # ConflictError: another writer got there first, and its version stands
-            with contextlib.suppress(ConflictError):
-                stored = self._store.upsert_session(
-                    full, expected_version=1, preserve_updated_at=True, include_runs=False
-                )
+            return full
+
+        try:
+            stored, _ = self._store._upsert_row(row, first_insert, preserve_updated_at=preserve_updated_at)
+        except OwnershipError:
+            return None  # agno's owner guard: an owned session is only writable by its owner
         if not deserialize:
             stored["runs"] = [run_to_dict(r) for r in runs]
             return stored
