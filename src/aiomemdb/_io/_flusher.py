@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiomemdb._exceptions import AiomemdbError, PersistenceError
+from aiomemdb._io._background import Background
 from aiomemdb._io._journal import Journal
 from aiomemdb._io._threads import run_blocking
 from aiomemdb._kernel import FlushTicket, Kernel, Key
@@ -34,7 +35,7 @@ logger = logging.getLogger("aiomemdb")
 _SLICE = 256  # keys encoded per critical section; the loop runs other tasks in between
 
 
-class Flusher:
+class Flusher(Background):
     """Owns flushing for one store.
 
     Args:
@@ -45,6 +46,8 @@ class Flusher:
         max_backoff: the longest pause between retries of a failing background flush.
     """
 
+    task_name = "aiomemdb-flusher"
+
     def __init__(
         self,
         kernel: Kernel,
@@ -54,6 +57,7 @@ class Flusher:
         interval: float,
         max_backoff: float,
     ) -> None:
+        super().__init__()
         self._kernel = kernel
         self._persistence = persistence
         self._emit = emit
@@ -61,9 +65,6 @@ class Flusher:
         self.max_backoff = max_backoff
         self.journal: Journal | None = None  # set when the kernel journals (its segments are released here)
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
         self.flushes = 0
         self.failures = 0
         self.last_duration: float | None = None
@@ -160,21 +161,10 @@ class Flusher:
         """Ask the background task to flush now (eviction is blocked by dirty sessions)."""
         self._wake.set()
 
-    def start(self) -> asyncio.Task[None]:
-        """Start the background task on the running loop (a stop's wake-up is cleared first)."""
-        self._stopping = False
-        self._wake.clear()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="aiomemdb-flusher")
-        return self._task
-
     async def stop(self) -> None:
         """Stop the background task, after the flush it may be running; a crash is reported by the supervisor
         (the runtime), not raised here, so a close always goes on to its final flush."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            task, self._task = self._task, None
-            await asyncio.wait([task])
+        await self.stop_task()
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -189,14 +179,8 @@ class Flusher:
                 delay = random.uniform(delay / 2, delay)
             else:
                 delay = self.interval
-            try:
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            if self._stopping:
+            if not await self.pause(delay):
                 return
-            self._wake.clear()
             try:
                 await self.flush()
             except Exception as exc:

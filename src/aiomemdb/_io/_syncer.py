@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from aiomemdb._exceptions import PersistenceError
+from aiomemdb._io._background import Background
 from aiomemdb._io._journal import Journal
 from aiomemdb._io._threads import run_blocking
 
@@ -21,7 +22,7 @@ __all__ = ["Syncer"]
 logger = logging.getLogger("aiomemdb")
 
 
-class Syncer:
+class Syncer(Background):
     """Owns the fsync task of one journal.
 
     Args:
@@ -30,22 +31,15 @@ class Syncer:
         on_error: called with the error when an fsync fails.
     """
 
+    task_name = "aiomemdb-journal-fsync"
+
     def __init__(self, journal: Journal, *, interval: float, on_error: Callable[[BaseException], None]) -> None:
+        super().__init__()
         self.journal = journal
         self.interval = interval
         self._on_error = on_error
         self._synced = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> asyncio.Task[None]:
-        """Start the task on the running loop."""
-        self._stopping = False
-        self._wake.clear()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="aiomemdb-journal-fsync")
-        return self._task
 
     async def wait(self) -> None:
         """With ``interval == 0``: return once everything appended so far is fsynced (else at once).
@@ -127,9 +121,6 @@ class Syncer:
 
     async def stop(self) -> None:
         """Stop the task (after any fsync in progress), then fsync once more for the waiters."""
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            await asyncio.wait([self._task])  # a crash is the runtime's to report
+        await self.stop_task()
         if self._waiters:
             await self._sync_once()
