@@ -75,6 +75,8 @@ class SyncDriver:
         its bookkeeping; a count would then stay up forever and close would wait for a call that is over. An
         entry per thread is instead taken again by that thread's next call, and close ignores its own thread's.
         """
+        if self.forked:  # before the gate: a parent thread may have held its lock at the fork
+            raise ClosedError(FORKED)
         if self.loop.on_loop():
             raise ClosedError(DEADLOCK)
         ident = threading.get_ident()
@@ -112,6 +114,13 @@ class SyncDriver:
                 return True
             self._drained.clear()
         return self._drained.wait(timeout)
+
+    def after_fork(self) -> None:
+        """In a forked child: every call raises ClosedError (FORKED). The locks are new: a parent thread may have
+        held one at the fork, and it does not exist here to release it."""
+        self.forked = self.closed = True
+        self._gate = threading.Lock()
+        self._inside = set()
 
     def reopen_gate(self) -> None:
         with self._gate:
@@ -260,7 +269,7 @@ class Lifecycle:
 
     def after_fork(self) -> None:
         d = self.driver
-        d.forked = d.closed = True
+        d.after_fork()
         if self.finalizer is not None:
             self.finalizer.detach()
 
