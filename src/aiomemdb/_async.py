@@ -188,7 +188,7 @@ class AsyncInMemoryDb(SessionsApi, RecordsApi):
         rt = getattr(self, "_rt", None)
         if rt is not None and rt.state in (OPEN, STARTING) and self._persistence is not None:
             _warn(
-                f"AsyncInMemoryDb was never closed ({len(self._kernel.dirty)} unflushed changes); "
+                f"AsyncInMemoryDb was never closed ({self._kernel.unflushed()} unflushed changes); "
                 "use 'async with' or aclose()",
                 UnclosedStoreWarning,
                 stacklevel=1,

@@ -86,7 +86,7 @@ def _close_async(db: AsyncInMemoryDb) -> None:
     rt = db._rt
     if rt.state not in ("open", "starting", "closing") or db._persistence is None:
         return
-    dirty = len(db._kernel.dirty)
+    dirty = db._kernel.unflushed()
     loop = rt.loop
     if loop is None or loop.is_closed():
         if dirty:
@@ -98,7 +98,7 @@ def _close_async(db: AsyncInMemoryDb) -> None:
         else:
             loop.run_until_complete(_final_close(db))
     except BaseException as exc:
-        lost = len(db._kernel.dirty)
+        lost = db._kernel.unflushed()
         report(f"the final flush of an unclosed AsyncInMemoryDb at exit failed ({exc!r}): {lost} changes are lost")
     else:
         report(f"an AsyncInMemoryDb was still open at exit; closed it, flushing {dirty} changes (use 'async with')")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from threading import get_ident
 from types import TracebackType
 from typing import Any, Self, Unpack
 
@@ -69,8 +70,11 @@ class InMemoryDb(RecordsMethods):
 
     def start(self) -> Self:
         """Idempotent: the store starts on construction."""
-        self._d.enter()
-        self._d.leave()
+        me = get_ident()
+        try:
+            self._d.enter(me)
+        finally:
+            self._d.leave(me)
         return self
 
     def close(self) -> None:
@@ -93,11 +97,12 @@ class InMemoryDb(RecordsMethods):
 
     def flush(self) -> FlushReport:
         """See :meth:`AsyncInMemoryDb.flush`."""
-        self._d.enter()
+        me = get_ident()
         try:
+            self._d.enter(me)
             return self._d.run(self._db.flush)
         finally:
-            self._d.leave()
+            self._d.leave(me)
 
     def stats(self) -> Stats:
         """See :meth:`AsyncInMemoryDb.stats`."""
@@ -188,8 +193,9 @@ class InMemoryDb(RecordsMethods):
     ) -> dict[str, Any]:
         """See :meth:`AsyncInMemoryDb.upsert_session`."""
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             sid = _session_id_of(session)
             check_limit(expected_version, "expected_version")
             raw = d.write(
@@ -197,7 +203,7 @@ class InMemoryDb(RecordsMethods):
             )
             d.after_write()
         finally:
-            d.leave()
+            d.leave(me)
         return doc(raw)
 
     def _upsert_row(
@@ -205,13 +211,14 @@ class InMemoryDb(RecordsMethods):
     ) -> tuple[dict[str, Any], bool]:
         """See :meth:`AsyncInMemoryDb._upsert_row`."""
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             sid = _session_id_of(row)
             raw, created = d.write((sid,), ops.upsert_session_row, row, create, bool(preserve_updated_at))
             d.after_write()
         finally:
-            d.leave()
+            d.leave(me)
         return doc(raw), created
 
     def upsert_sessions(
@@ -219,8 +226,9 @@ class InMemoryDb(RecordsMethods):
     ) -> list[dict[str, Any]]:
         """See :meth:`AsyncInMemoryDb.upsert_sessions`."""
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             if isinstance(sessions, Mapping) or not isinstance(sessions, Sequence):
                 raise ValidationError("upsert_sessions takes a list of session dicts")
             ids = [_session_id_of(s) for s in sessions]
@@ -229,27 +237,29 @@ class InMemoryDb(RecordsMethods):
             raws = d.write(ids, ops.upsert_sessions, list(sessions), bool(preserve_updated_at))
             d.after_write()
         finally:
-            d.leave()
+            d.leave(me)
         return [doc(raw) for raw in raws]
 
     def upsert_run(self, session_id: str, run: Mapping[str, Any], *, user_id: str | None = None) -> None:
         """See :meth:`AsyncInMemoryDb.upsert_run`."""
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             check_optional_str(user_id, "user_id")
             check_id(session_id, what="session_id")
             run_id, raw = SessionRecord.encode_run(run)
             d.write((session_id,), ops.upsert_run, session_id, run_id, raw, user_id)
             d.after_write()
         finally:
-            d.leave()
+            d.leave(me)
 
     def delete_run(self, session_id: str, run_id: str, *, user_id: str | None = None) -> bool:
         """See :meth:`AsyncInMemoryDb.delete_run`."""
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             check_optional_str(user_id, "user_id")
             check_id(session_id, what="session_id")
             check_id(run_id, what="run_id")
@@ -257,7 +267,7 @@ class InMemoryDb(RecordsMethods):
             if removed:
                 d.after_write()
         finally:
-            d.leave()
+            d.leave(me)
         return removed
 
     def update_session(
@@ -280,8 +290,9 @@ class InMemoryDb(RecordsMethods):
     ) -> dict[str, Any] | None:
         """See :meth:`AsyncInMemoryDb.rename_session`."""
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             check_optional_str(user_id, "user_id")
             check_id(session_id, what="session_id")
             if not isinstance(session_name, str):
@@ -291,7 +302,7 @@ class InMemoryDb(RecordsMethods):
                 return None
             d.after_write()
         finally:
-            d.leave()
+            d.leave(me)
         return doc(raw)
 
     def refresh(self, session_id: str) -> dict[str, Any] | None:
@@ -305,15 +316,16 @@ class InMemoryDb(RecordsMethods):
     def delete_sessions(self, session_ids: Iterable[str], *, user_id: str | None = None) -> int:
         """See :meth:`AsyncInMemoryDb.delete_sessions`."""
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             check_optional_str(user_id, "user_id")
             ids = check_ids(session_ids, "session_id")
             count = d.write(ids, ops.delete_sessions, ids, user_id)
             if count:
                 d.after_write()
         finally:
-            d.leave()
+            d.leave(me)
         return count
 
     def drop(self) -> None:
@@ -321,10 +333,11 @@ class InMemoryDb(RecordsMethods):
         if self._db._kernel.lazy:  # it lists storage first
             return self._on_loop(self._db.drop)
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             d.write(list(d.kernel.sessions), ops.drop, [])
             d.after_write()
         finally:
-            d.leave()
+            d.leave(me)
         return None

@@ -22,7 +22,9 @@ Three things only a blocking driver has to care about:
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -38,6 +40,7 @@ from aiomemdb._sync_loop import DEADLOCK, LoopThread
 __all__ = ["FORKED", "Lifecycle", "SyncDriver"]
 
 T = TypeVar("T")
+logger = logging.getLogger("aiomemdb")
 FORKED = (
     "this InMemoryDb was inherited across os.fork(): its loop thread does not exist in this process, and the "
     "parent owns its data. Create a new store in the child (after the fork)."
@@ -56,6 +59,7 @@ class SyncDriver:
         self.closed = False
         self._gate = threading.Lock()
         self._inside: set[int] = set()  # the threads with a call inside the gate (see enter)
+        self.leave = self._inside.discard  # leave(me): one C call
         self._closer: int | None = None  # the thread that closes (its own entry is not a call in progress)
         self._closing = False
         self._drained = threading.Event()
@@ -66,36 +70,26 @@ class SyncDriver:
 
     # -- the gate ----------------------------------------------------------------------------------------------
 
-    def enter(self) -> None:
-        """Admit one call (raises ClosedError once closing); pair with :meth:`leave`.
+    def enter(self, me: int) -> None:
+        """Admit a call of the thread ``me`` (``threading.get_ident()``); raises ClosedError once closing.
 
-        The gate counts threads, not calls: a thread is in at most one call at a time (calls do not nest, and a
-        callback runs on the loop thread, where calls raise DEADLOCK). On the main thread a ``KeyboardInterrupt``
-        can land between admitting a call and the ``try`` that would leave it, or inside :meth:`leave` before
-        its bookkeeping; a count would then stay up forever and close would wait for a call that is over. An
-        entry per thread is instead taken again by that thread's next call, and close ignores its own thread's.
+        Callers take ``me`` first, then call this as the first thing inside a ``try`` whose ``finally`` calls
+        :attr:`leave` (``set.discard``, one C call), so that a ``KeyboardInterrupt`` on the main thread, which can
+        land between any two calls, never leaves an admission behind: before ``try`` nothing is admitted, and
+        the leave cannot be split. The gate holds threads, not a count: a thread is in one call at a time (calls
+        do not nest, and a callback runs on the loop thread, where calls raise DEADLOCK), and close ignores its
+        own thread's entry.
         """
         if self.forked:  # before the gate: a parent thread may have held its lock at the fork
             raise ClosedError(FORKED)
         if self.loop.on_loop():
             raise ClosedError(DEADLOCK)
-        ident = threading.get_ident()
         with self._gate:
             if self._closing or self.closed:
                 raise ClosedError(FORKED if self.forked else "this InMemoryDb is closed")
-            self._inside.add(ident)
+            self._inside.add(me)
         if self.rt.state != OPEN:
-            try:
-                self.run(self.rt.start)  # raises ClosedError if the store is closing or closed
-            except BaseException:
-                self.leave()
-                raise
-
-    def leave(self) -> None:
-        with self._gate:
-            self._inside.discard(threading.get_ident())
-            if self._closing and not self._others_inside():
-                self._drained.set()
+            self.run(self.rt.start)  # raises ClosedError if the store is closing or closed
 
     @property
     def active(self) -> int:
@@ -103,17 +97,25 @@ class SyncDriver:
         return len(self._inside)
 
     def _others_inside(self) -> bool:
-        return any(ident != self._closer for ident in self._inside)
+        return any(ident != self._closer for ident in tuple(self._inside))  # a snapshot: leaves do not lock
 
     def close_gate(self, timeout: float | None = None) -> bool:
-        """Refuse new calls and wait for those in progress (at most ``timeout`` s); whether they all left."""
+        """Refuse new calls and wait for those in progress (at most ``timeout`` s); whether they all left.
+
+        A leave is one ``set.discard`` with no wake-up (a wake-up would be Python code a Ctrl-C could split), so
+        this polls, from 1 ms backing off to 20 ms; it only runs while calls are still inside, at close.
+        """
         with self._gate:
             self._closing = True
             self._closer = threading.get_ident()
-            if not self._others_inside():
-                return True
-            self._drained.clear()
-        return self._drained.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        while self._others_inside():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._drained.wait(pause)  # never set: a bounded pause
+            pause = min(pause * 2, 0.02)
+        return True
 
     def after_fork(self) -> None:
         """In a forked child: every call raises ClosedError (FORKED). The locks are new: a parent thread may have
@@ -121,6 +123,7 @@ class SyncDriver:
         self.forked = self.closed = True
         self._gate = threading.Lock()
         self._inside = set()
+        self.leave = self._inside.discard
 
     def reopen_gate(self) -> None:
         with self._gate:
@@ -147,20 +150,22 @@ class SyncDriver:
         or made on the loop thread.
         """
         if self._closing or self.closed or self.rt.state != OPEN or self.loop.on_loop():
-            self.enter()
+            me = threading.get_ident()
             try:
+                self.enter(me)
                 return self.call(fn, *args)
             finally:
-                self.leave()
+                self.leave(me)
         try:
             return self._here(fn, *args)
         except NeedsLoad:
             pass
-        self.enter()
+        me = threading.get_ident()
         try:
+            self.enter(me)
             return self.run(lambda: self.rt.call(fn, *args))
         finally:
-            self.leave()
+            self.leave(me)
 
     def _here(self, fn: Callable[..., T], *args: Any) -> T:
         """The transaction in the calling thread (raises NeedsLoad if it needs storage); events delivered after."""
@@ -206,6 +211,8 @@ class SyncDriver:
         def deliver() -> None:
             try:
                 self.db._emit(kind, data)
+            except (KeyboardInterrupt, SystemExit):  # raised by a callback: it must not kill the loop thread
+                logger.exception("aiomemdb: on_event callback raised for a %r event", kind)
             finally:
                 done.set()
 
@@ -224,24 +231,33 @@ class Lifecycle:
         self.driver = driver
         self.finalizer: weakref.finalize[Any, Any] | None = None
         self.closing: asyncio.Task[None] | None = None
+        self._closing_lock = threading.Lock()  # one blocking close at a time
 
     def close(self, *, timeout: float | None = None) -> None:
+        """Close once: a close that finds another in progress waits for it (and returns if it closed the store)."""
         d = self.driver
         if d.closed:
             return
         if d.loop.on_loop():
             raise ClosedError(DEADLOCK)
-        d.close_gate(timeout)
+        if not self._closing_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError(f"another close of this InMemoryDb did not finish within {timeout} s")
         try:
-            d.run(d.rt.aclose, timeout=timeout)
-        except BaseException:
-            d.reopen_gate()
-            raise
-        d.closed = True
-        _exit.untrack_blocking(self)
-        if self.finalizer is not None:
-            self.finalizer.detach()
-        d.loop.stop()
+            if d.closed:
+                return
+            d.close_gate(timeout)
+            try:
+                d.run(d.rt.aclose, timeout=timeout)
+            except BaseException:
+                d.reopen_gate()
+                raise
+            d.closed = True
+            _exit.untrack_blocking(self)
+            if self.finalizer is not None:
+                self.finalizer.detach()
+            d.loop.stop()
+        finally:
+            self._closing_lock.release()
 
     def close_at_exit(self) -> None:
         d = self.driver
@@ -250,7 +266,7 @@ class Lifecycle:
         try:
             self.close(timeout=_exit.EXIT_TIMEOUT)
         except BaseException as exc:
-            lost = len(d.kernel.dirty)
+            lost = d.kernel.unflushed()
             _exit.report(f"the final flush of an InMemoryDb at interpreter exit failed ({exc!r}): {lost} changes lost")
 
     async def _close_here(self) -> None:
@@ -260,7 +276,7 @@ class Lifecycle:
             await d.rt.aclose()
         except BaseException as exc:
             d.reopen_gate()
-            lost = len(d.kernel.dirty)
+            lost = d.kernel.unflushed()
             _exit.report(f"closing a garbage-collected InMemoryDb failed ({exc!r}): {lost} changes are lost")
             return
         d.closed = True
@@ -284,5 +300,5 @@ class Lifecycle:
         try:
             self.close()
         except BaseException as exc:
-            lost = len(self.driver.kernel.dirty)
+            lost = self.driver.kernel.unflushed()
             _exit.report(f"closing a garbage-collected InMemoryDb failed ({exc!r}): {lost} changes are lost")

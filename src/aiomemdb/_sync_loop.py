@@ -106,6 +106,7 @@ class LoopThread:
         try:
             loop.run_forever()
         finally:
+            self.stopped = True  # also when the loop died of an error: later calls raise ClosedError
             pending = list(asyncio.all_tasks(loop))
             for task in pending:
                 task.cancel()
@@ -163,9 +164,11 @@ class LoopThread:
         coro = call.coro = make()
         try:
             self.loop.call_soon_threadsafe(self._start, call)
-        except BaseException:  # the loop closed meanwhile: it never saw the coroutine
+        except BaseException as exc:  # the loop closed meanwhile: it never saw the coroutine
             call.coro = None
             coro.close()
+            if isinstance(exc, RuntimeError) and self.loop.is_closed():
+                raise ClosedError("this InMemoryDb is closed") from None
             raise
 
     def _start(self, call: _Call) -> None:
@@ -175,7 +178,7 @@ class LoopThread:
             coro.close()
             call.settle(None)
             return
-        task = call.task = self.loop.create_task(coro, context=call.ctx)
+        task = call.task = self.loop.create_task(_outcome(coro), context=call.ctx)
         task.add_done_callback(lambda t: _settle(t, call))
 
     @staticmethod
@@ -198,9 +201,22 @@ class LoopThread:
             self.thread.join()
 
 
+async def _outcome(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+    """``coro``'s result or exception, as ``(ok, value)``. A ``KeyboardInterrupt`` or ``SystemExit`` raised inside
+    (a user's ``update_session`` function calling ``sys.exit()``, say) would otherwise be re-raised by asyncio out
+    of the loop itself, killing the loop of every call waiting on it; here it goes to the caller, like any error.
+    """
+    try:
+        return True, await coro
+    except (KeyboardInterrupt, SystemExit) as exc:
+        return False, exc
+
+
 def _settle(task: asyncio.Task[Any], call: _Call) -> None:
+    if call.coro is not None:
+        call.coro.close()  # a no-op once it ran; a task cancelled before its first step never awaited it
     if task.cancelled():
         call.settle(None)
         return
     exc = task.exception()
-    call.settle((False, exc) if exc is not None else (True, task.result()))
+    call.settle((False, exc) if exc is not None else task.result())

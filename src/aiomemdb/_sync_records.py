@@ -8,6 +8,7 @@ I/O), and decodes the result. ``update_record`` runs its function on the loop th
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from threading import get_ident
 from typing import Any, TypeVar
 
 from aiomemdb._async import AsyncInMemoryDb, RecordFn
@@ -40,21 +41,23 @@ class RecordsMethods:
     def put_record(self, collection: str, record_id: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """See :meth:`AsyncInMemoryDb.put_record`."""
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             name = _collection(collection)
             raw = encode_record(record, what=f"{name}[{check_id(record_id, what='record_id')!r}]")
             d.call(ops.put_records, name, [(record_id, raw, record_owner(record))])
             d.after_write()
         finally:
-            d.leave()
+            d.leave(me)
         return doc(raw)
 
     def put_records(self, collection: str, records: Mapping[str, Mapping[str, Any]]) -> int:
         """See :meth:`AsyncInMemoryDb.put_records`."""
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             name = _collection(collection)
             items = encode_records(name, records)
             if not items:
@@ -62,7 +65,7 @@ class RecordsMethods:
             d.call(ops.put_records, name, items)
             d.after_write()
         finally:
-            d.leave()
+            d.leave(me)
         return len(items)
 
     def update_record(self, collection: str, record_id: str, fn: RecordFn) -> dict[str, Any] | None:
@@ -77,26 +80,28 @@ class RecordsMethods:
     def delete_records(self, collection: str, record_ids: Iterable[str], *, user_id: str | None = None) -> int:
         """See :meth:`AsyncInMemoryDb.delete_records`."""
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             check_optional_str(user_id, "user_id")
             ids = check_ids(record_ids, "record_id")
             count = d.call(ops.delete_records, _collection(collection), ids, user_id)
             if count:
                 d.after_write()
         finally:
-            d.leave()
+            d.leave(me)
         return count
 
     def list_records(self, collection: str, *, user_id: str | None = None) -> list[dict[str, Any]]:
         """See :meth:`AsyncInMemoryDb.list_records`."""
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             check_optional_str(user_id, "user_id")
             raws = ops.list_records(d.kernel, _collection(collection), user_id)
         finally:
-            d.leave()
+            d.leave(me)
         return [doc(raw) for raw in raws]
 
     def clear_collection(self, collection: str) -> int:
@@ -104,13 +109,14 @@ class RecordsMethods:
         if self._db._kernel.lazy:  # it lists storage first
             return self._on_loop(lambda: self._db.clear_collection(collection))
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             count = d.call(ops.clear_collection, _collection(collection), [])
             if count:
                 d.after_write()
         finally:
-            d.leave()
+            d.leave(me)
         return count
 
     # -- helpers -----------------------------------------------------------------------------------------------
@@ -118,8 +124,9 @@ class RecordsMethods:
     def _on_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run one of the core's coroutines (``make()``) on the loop thread, through the gate."""
         d = self._d
-        d.enter()
+        me = get_ident()
         try:
+            d.enter(me)
             return d.run(make)
         finally:
-            d.leave()
+            d.leave(me)

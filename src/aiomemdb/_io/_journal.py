@@ -117,6 +117,24 @@ class Journal:
             self._segment = segments[-1][0] + 1
         return entries
 
+    def hold_segments(self) -> None:
+        """Open every existing segment, so that one removed while this journal runs is restored like the current
+        one (see the module docstring): the segments a start replayed hold writes acknowledged by the process
+        before, and stay until this store's first flush releases them. Blocking.
+
+        Raises:
+            PersistenceError: a segment cannot be opened.
+        """
+        with self._fd_lock:
+            try:
+                for number, path in _segments(self.directory):
+                    if number not in self._fds:
+                        self._fds[number] = os.open(path, os.O_RDWR | os.O_APPEND)
+            except OSError as exc:
+                raise PersistenceError(
+                    f"cannot open journal segments of {self.directory}: {exc}", key=str(self.directory), cause=exc
+                ) from exc
+
     def _read_segment(self, path: Path) -> Iterator[tuple[str, Any]]:
         data = path.read_bytes()
         offset = 0

@@ -171,6 +171,7 @@ class Runtime(Calls):
             if self.read_only:
                 return  # the journal's writes are in memory; storage and the journal stay as they are
             if journaling:
+                await run_blocking(journal.hold_segments)  # a replayed segment removed later is restored too
                 self.syncer = Syncer(journal, interval=self._journal_fsync, on_error=self._journal_failed)
                 self.journal = journal
                 self.kernel.journal = journal

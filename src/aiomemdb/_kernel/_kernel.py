@@ -149,6 +149,10 @@ class Kernel:
             for kind, data in events:
                 self.on_event(kind, data)
 
+    def unflushed(self) -> int:
+        """How many keys storage does not hold yet: dirty ones and those a flush in progress has taken."""
+        return len(self.in_flight.union(self.dirty))
+
     def authoritative(self, key: Key) -> bool:
         """Memory wins for what was written or deleted since the last flush (and what is being flushed)."""
         return key in self.dirty or key in self.in_flight
