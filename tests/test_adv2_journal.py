@@ -246,8 +246,9 @@ async def test_a_bounded_journaled_store_keeps_every_write_through_removals_and_
 
 
 def test_the_cli_reads_a_journal_beside_a_leftover_restoring_temp_file(tmp_path: Path) -> None:
-    """A crash during a restore leaves ``journal-N.jsonl.restoring`` (a half copy): ls, stats and verify count the
-    real segment's entries only, report no problem and exit 0; a store opening the folder replays the segment."""
+    """A crash during a restore leaves ``journal-N.jsonl.restoring`` (a half copy) beside the segment it restored
+    again later: ls, stats and verify count the real segment's entries only, report no problem and exit 0; a store
+    opening the folder replays the segment and removes the stale copy."""
     live = tmp_path / "live"
     db = _sync_store(live)
     db.upsert_session({"session_id": "a"})
@@ -266,4 +267,4 @@ def test_the_cli_reads_a_journal_beside_a_leftover_restoring_temp_file(tmp_path:
     stats = cli("stats", image)
     assert stats.returncode == 0, stats.stderr
     assert _recovered_sync(image) == {"a", "b"}
-    assert os.path.exists(leftover)  # never mistaken for a segment (and so never replayed)
+    assert not os.path.exists(leftover)  # never mistaken for its segment; the writable open removed it

@@ -264,3 +264,23 @@ async def test_a_new_segment_fsyncs_its_directory_once(tmp_path: Path, monkeypat
         await db.flush()  # rotates: the next write creates segment 2
         await db.upsert_session({"session_id": "c"})
         assert synced_dirs == [live / "journal", live / "journal"]
+
+
+async def test_a_restore_copy_left_by_a_crash_before_its_rename_is_the_segment(tmp_path: Path) -> None:
+    """A crash between a restore's copy and its rename leaves ``journal-N.jsonl.restoring`` as the only copy of the
+    segment (the original was removed by hand): the next start replays it and renames it into place. A leftover
+    copy beside its segment (a restore that failed before the rename, then succeeded) is removed."""
+    live = tmp_path / "live"
+    async with live_store(live) as db:
+        await db.upsert_session({"session_id": "a"})
+        image = crash_image(live, tmp_path / "image")
+    segment = image / "journal" / "journal-000000000001.jsonl"
+    orphan = segment.with_name(segment.name + ".restoring")
+    segment.rename(orphan)
+    stale = image / "journal" / "journal-000000000009.jsonl.restoring"
+    (image / "journal" / "journal-000000000009.jsonl").write_bytes(b"")
+    stale.write_bytes(b"{torn")
+    async with AsyncInMemoryDb(persistence=DirectoryPersistence(image), durability="journal") as recovered:
+        assert await recovered.get_session("a") is not None
+        assert not orphan.exists()
+        assert not stale.exists()

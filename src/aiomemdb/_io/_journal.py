@@ -54,15 +54,44 @@ def _segment_name(number: int) -> str:
     return f"journal-{number:012d}.jsonl"
 
 
+_RESTORING = re.compile(r"(journal-\d{12}\.jsonl)\.restoring")
+
+
 def _segments(directory: Path) -> list[tuple[int, Path]]:
+    """The segments, oldest first. A restore's temporary copy (``*.restoring``) whose segment is missing is the
+    only copy of it (the process died between the copy and its rename): it counts as that segment."""
     if not directory.is_dir():
         return []
-    found = []
+    found: dict[int, Path] = {}
+    orphans: dict[int, Path] = {}
     for path in directory.iterdir():
         match = _SEGMENT.fullmatch(path.name)
         if match:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
+            found[int(match.group(1))] = path
+            continue
+        restoring = _RESTORING.fullmatch(path.name)
+        if restoring:
+            segment = _SEGMENT.fullmatch(restoring.group(1))
+            assert segment is not None
+            orphans[int(segment.group(1))] = path
+    for number, orphan in orphans.items():
+        found.setdefault(number, orphan)
+    return sorted(found.items())
+
+
+def _adopt_restoring(directory: Path) -> None:
+    """Before a writable journal reads: rename an orphaned restore copy into its segment's place, and remove one
+    whose segment exists (a restore that failed before its rename; the segment was restored again later)."""
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        restoring = _RESTORING.fullmatch(path.name)
+        if restoring:
+            target = path.with_name(restoring.group(1))
+            if target.exists():
+                path.unlink(missing_ok=True)
+            else:
+                os.replace(path, target)
 
 
 def has_segments(directory: Path) -> bool:
@@ -106,6 +135,8 @@ class Journal:
         """
         entries: list[tuple[str, Any]] = []
         try:
+            if not self.read_only:
+                _adopt_restoring(self.directory)
             segments = _segments(self.directory)
             for _number, path in segments:
                 entries.extend(self._read_segment(path))
