@@ -17,8 +17,8 @@ import pytest
 
 from aiomemdb import ClosedError, DirectoryPersistence, InMemoryDb
 
-from .test_adv_fork_sigint import _LoadGate
 from .test_sync import _HeldFinalFlush
+from .test_sync_fork_sigint import _LoadGate
 
 MAIN_ONLY = pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="needs the main thread (SIGINT)"
