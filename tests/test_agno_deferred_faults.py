@@ -189,6 +189,8 @@ def test_team_and_foreign_runs_inside_an_agent_session(agent_db: Any) -> None:
         {"run_id": 'e"1', "agent_id": "x", "content": "escaped"},
         {"run_id": "a3", "agent_id": None, "content": "null agent"},
     ]
+    for run in runs:  # a stored run has its created_at; a default is int(time()) per object, one second apart
+        run["created_at"] = 1_700_000_000
     db.store.upsert_session({"session_id": "mixed", "session_type": "agent", "agent_id": "x", "runs": runs})
     expected = _expected(db, "mixed")
     for session in (db.get_session("mixed"), db.get_session("mixed", SessionType.AGENT)):
@@ -209,9 +211,9 @@ def test_team_and_foreign_runs_inside_an_agent_session(agent_db: Any) -> None:
         {"session_id": "bare", "session_type": "agent", "runs": None},
         {"session_id": "bare", "session_type": "agent", "runs": []},
         {"session_id": "bare", "session_type": "agent", "summary": None, "metadata": {"k": [1]},
-         "runs": [{"run_id": "r", "agent_id": "x"}]},
+         "runs": [{"run_id": "r", "agent_id": "x", "created_at": 1_700_000_000}]},
         {"session_id": "bare", "summary": {"summary": "s", "topics": ["t"]},
-         "runs": [{"run_id": "r", "agent_id": "x"}]},
+         "runs": [{"run_id": "r", "agent_id": "x", "created_at": 1_700_000_000}]},
     ],
     ids=["id-only", "typed", "runs-null", "runs-empty", "minimal-run", "summary-untyped"],
 )  # fmt: skip

@@ -158,7 +158,7 @@ def test_a_session_read_builds_only_the_runs_a_turn_looks_into() -> None:
 
 def test_unusual_runs_are_built_at_once() -> None:
     """A cancelled run (agno coerces its stage) and agno's legacy nested shape are built by from_dict directly."""
-    cancelled = {"run_id": "r1", "agent_id": "a", "status": "CANCELLED", "cancellation_stage": "model"}
+    cancelled = {"run_id": "r1", "agent_id": "a", "status": "CANCELLED", "cancellation_stage": "model", "created_at": 1}
     legacy = {"run": {"run_id": "r2", "agent_id": "a"}}
     assert type(deferred_run(dict(cancelled))) is RunOutput
     assert deferred_run(dict(cancelled)) == RunOutput.from_dict(dict(cancelled))
@@ -212,6 +212,9 @@ def test_encoded_runs_are_dispatched_as_agnos_from_dict_does() -> None:
         ({"run_id": "e", "agent_id": "x", "status": "CANCELLED", "cancellation_stage": "model"}, "DeferredRunOutput"),
         ({"run_id": 'q"uote', "agent_id": "x"}, "DeferredRunOutput"),  # escaped id: decoded, then deferred
     ]
+    for data, _ in cases:
+        # a stored run has its created_at; without one, each object takes int(time()) and two can differ by 1
+        data["created_at"] = 1_700_000_000
     for data, kind in cases:
         run = encoded_run(data["run_id"], orjson.dumps(data))
         assert (type(run).__name__ if run is not None else None) == kind, data
