@@ -429,10 +429,8 @@ class _HeldFinalFlush(Faulty):
         return await super().save(changeset)
 
 
-def close_held_and_failing(db: InMemoryDb, held: _HeldFinalFlush) -> tuple[threading.Thread, list[BaseException]]:
-    """Start ``db.close()`` in a thread, its final flush held at ``held`` and then failing once; return once it is
-    held (the thread, and the list the close's error goes to)."""
-    held.hold, held.fail_saves = True, 1
+def close_in_thread(db: InMemoryDb) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``db.close()`` in a daemon thread: the thread, and the list the close's error goes to."""
     failed: list[BaseException] = []
 
     def close() -> None:
@@ -441,8 +439,16 @@ def close_held_and_failing(db: InMemoryDb, held: _HeldFinalFlush) -> tuple[threa
         except BaseException as exc:
             failed.append(exc)
 
-    closer = threading.Thread(target=close)
+    closer = threading.Thread(target=close, daemon=True)
     closer.start()
+    return closer, failed
+
+
+def close_held_and_failing(db: InMemoryDb, held: _HeldFinalFlush) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``db.close()`` in a thread, its final flush held at ``held`` and then failing once; return once it is
+    held (the thread, and the list the close's error goes to)."""
+    held.hold, held.fail_saves = True, 1
+    closer, failed = close_in_thread(db)
     assert held.saving.wait(30)  # close is in its final flush
     return closer, failed
 

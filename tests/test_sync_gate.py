@@ -17,26 +17,12 @@ import pytest
 
 from aiomemdb import ClosedError, DirectoryPersistence, InMemoryDb
 
-from .test_sync import _HeldFinalFlush
+from .test_sync import _HeldFinalFlush, close_in_thread
 from .test_sync_fork_sigint import _LoadGate
 
 MAIN_ONLY = pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="needs the main thread (SIGINT)"
 )
-
-
-def _close_in_thread(db: InMemoryDb) -> tuple[threading.Thread, list[BaseException]]:
-    errors: list[BaseException] = []
-
-    def close() -> None:
-        try:
-            db.close()
-        except BaseException as exc:
-            errors.append(exc)
-
-    closer = threading.Thread(target=close, daemon=True)
-    closer.start()
-    return closer, errors
 
 
 def _ctrl_c_right_after_enter(db: InMemoryDb) -> None:
@@ -65,7 +51,7 @@ def test_close_from_another_thread_after_ctrl_c_between_admission_and_try_does_n
     _ctrl_c_right_after_enter(db)
     with pytest.raises(KeyboardInterrupt):
         db.upsert_session({"session_id": "b"})
-    closer, errors = _close_in_thread(db)
+    closer, errors = close_in_thread(db)
     closer.join(5)
     hung = closer.is_alive()
     if hung:
@@ -125,7 +111,7 @@ def test_close_from_a_worker_waits_for_an_update_session_the_main_thread_holds_o
 
     def helper() -> None:
         assert inside.wait(30)
-        closer, errors = _close_in_thread(db)
+        closer, errors = close_in_thread(db)
         helper.closer, helper.errors = closer, errors  # type: ignore[attr-defined]
         assert closing.wait(30)
         try:
@@ -163,7 +149,7 @@ def test_close_from_a_worker_waits_for_a_lazy_load_the_main_thread_is_in(tmp_pat
 
     def helper() -> None:
         assert gate.loading.wait(30)
-        box["closer"], box["errors"] = _close_in_thread(db)
+        box["closer"], box["errors"] = close_in_thread(db)
         assert closing.wait(30)
         gate.release.set()
 
@@ -187,9 +173,9 @@ def test_close_called_from_two_threads_while_a_final_flush_is_held_both_return(t
     db = InMemoryDb(persistence=held, durability="manual")
     db.upsert_session({"session_id": "a"})
     held.hold = True
-    first, first_errors = _close_in_thread(db)
+    first, first_errors = close_in_thread(db)
     assert held.saving.wait(30)
-    second, second_errors = _close_in_thread(db)
+    second, second_errors = close_in_thread(db)
     held.release.set()
     first.join(30)
     second.join(30)
@@ -259,7 +245,7 @@ def test_on_event_callbacks_that_call_the_store_get_closed_error_and_the_writer_
     assert seen[:3] == ["closed", "closed", "closed"]
     assert db._d.active == 0
     assert db.get_session("cb") is None
-    closer, errors = _close_in_thread(db)
+    closer, errors = close_in_thread(db)
     closer.join(30)
     assert not closer.is_alive()
     assert errors == []
