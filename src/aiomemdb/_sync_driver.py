@@ -62,7 +62,7 @@ class SyncDriver:
         self.leave = self._inside.discard  # leave(me): one C call
         self._closer: int | None = None  # the thread that closes (its own entry is not a call in progress)
         self._closing = False
-        self._drained = threading.Event()
+        self._pause = threading.Event()  # never set: close_gate waits on it as a bounded pause
         self.kernel.on_event = self._event
         self.kernel.guard = GUARD
         # A read of a bounded store updates the LRU, so it is a mutation too: guard the whole transaction.
@@ -113,7 +113,7 @@ class SyncDriver:
         while self._others_inside():
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            self._drained.wait(pause)  # never set: a bounded pause
+            self._pause.wait(pause)
             pause = min(pause * 2, 0.02)
         return True
 
