@@ -27,12 +27,7 @@ from aiomemdb import (
 )
 
 from ._faults import Faulty, Gate, disk_full
-
-
-def crash_image(src: Path, dst: Path) -> Path:
-    """What a crash at this instant would leave on disk."""
-    shutil.copytree(src, dst)
-    return dst
+from .test_journal import crash_image
 
 
 def run_ids(session: dict[str, Any] | None) -> list[str]:
