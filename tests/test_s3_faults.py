@@ -218,11 +218,18 @@ async def test_store_under_chaos_loses_nothing_and_duplicates_nothing(
     s3_bucket: str, s3_client_options: dict[str, str], proxy: FaultProxy, raw: Any
 ) -> None:
     """Two stores appending runs to shared sessions while 30% of requests fail keep every run exactly once."""
+    from botocore.config import Config
+
     from aiomemdb import AsyncInMemoryDb
 
     def replica() -> AsyncInMemoryDb:
+        # The chaos faults are resets and 503s, never delays, so the client's timeouts only have to be long enough
+        # never to fire by themselves: with 1 s, one CI run on 3.12 saw connects to the proxy (which shares this
+        # loop) time out, and the final flush, which has no retry, failed the close.
         return AsyncInMemoryDb(
-            persistence=proxied(s3_bucket, s3_client_options, proxy, retries=0),
+            persistence=proxied(
+                s3_bucket, s3_client_options, proxy, retries=0, config=Config(connect_timeout=15, read_timeout=15)
+            ),
             flush_interval=0.05,
             max_backoff=0.2,
         )
